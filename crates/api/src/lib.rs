@@ -1,0 +1,20 @@
+//! The shared vocabulary of lameduck: the `ShutdownPolicy` custom resource, the well-known names
+//! every component uses, and the pure rules that say whether a pod's shutdown timing is right.
+//!
+//! Nothing here does I/O.
+#![forbid(unsafe_code)]
+
+pub mod duration;
+pub mod names;
+pub mod policy;
+pub mod prestop;
+pub mod profile;
+pub mod selection;
+pub mod timing;
+
+pub use duration::{GoDuration, ParseDurationError};
+pub use policy::{
+    CompletionSpec, DrainSpec, Enforce, ProxyProfile, ProxySpec, ShutdownCounts, ShutdownMethod,
+    ShutdownPolicy, ShutdownPolicySpec, ShutdownPolicyStatus,
+};
+pub use profile::ResolvedProxy;

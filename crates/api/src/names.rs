@@ -1,0 +1,124 @@
+//! Every well-known name lameduck shares with Kubernetes, Linkerd and its own components.
+//!
+//! Other crates import these constants instead of spelling the strings again, so a rename
+//! happens in one place.
+
+/// The API group of lameduck's custom resources.
+pub const GROUP: &str = "lameduck.io";
+/// The served and stored version of the `ShutdownPolicy` resource.
+pub const VERSION: &str = "v1alpha1";
+
+/// Container names of the proxies lameduck knows.
+pub mod containers {
+    /// lameduck's own proxy.
+    pub const LAMEDUCK_PROXY: &str = "lameduck-proxy";
+    /// Linkerd's proxy, as its injector names it.
+    pub const LINKERD_PROXY: &str = "linkerd-proxy";
+    /// Istio's sidecar.
+    pub const ISTIO_PROXY: &str = "istio-proxy";
+}
+
+/// Ports lameduck's proxy listens on; the same numbers as Linkerd's proxy.
+pub mod ports {
+    /// `/ready`, `/live`, `/metrics`, `/shutdown`.
+    pub const ADMIN: u16 = 4191;
+    /// Where meshed clients connect.
+    pub const INBOUND: u16 = 4143;
+    /// The app's outbound proxy.
+    pub const OUTBOUND: u16 = 4140;
+    /// The app the proxy forwards inbound traffic to, on loopback.
+    pub const APP: u16 = 8080;
+    /// Istio's pilot-agent status port, which serves `/quitquitquit`.
+    pub const ISTIO_STATUS: u16 = 15020;
+}
+
+/// HTTP paths on the proxy admin server.
+pub mod paths {
+    /// Readiness: 200 while serving, 503 while draining.
+    pub const READY: &str = "/ready";
+    /// Liveness.
+    pub const LIVE: &str = "/live";
+    /// Prometheus metrics.
+    pub const METRICS: &str = "/metrics";
+    /// Graceful shutdown (POST, loopback only).
+    pub const SHUTDOWN: &str = "/shutdown";
+    /// Istio's equivalent of `/shutdown`.
+    pub const ISTIO_QUIT: &str = "/quitquitquit";
+}
+
+/// Environment variables read by lameduck's programs and by Linkerd's proxy.
+pub mod env {
+    /// `lameduck-proxy --inbound-addr`.
+    pub const PROXY_INBOUND_ADDR: &str = "LAMEDUCK_PROXY_INBOUND_ADDR";
+    /// `lameduck-proxy --inbound-target`.
+    pub const PROXY_INBOUND_TARGET: &str = "LAMEDUCK_PROXY_INBOUND_TARGET";
+    /// `lameduck-proxy --outbound-addr`.
+    pub const PROXY_OUTBOUND_ADDR: &str = "LAMEDUCK_PROXY_OUTBOUND_ADDR";
+    /// `lameduck-proxy --admin-addr`.
+    pub const PROXY_ADMIN_ADDR: &str = "LAMEDUCK_PROXY_ADMIN_ADDR";
+    /// `lameduck-proxy --shutdown-grace-period`.
+    pub const PROXY_SHUTDOWN_GRACE_PERIOD: &str = "LAMEDUCK_PROXY_SHUTDOWN_GRACE_PERIOD";
+    /// `lameduck-proxy --enable-shutdown-endpoint`.
+    pub const PROXY_ENABLE_SHUTDOWN_ENDPOINT: &str = "LAMEDUCK_PROXY_ENABLE_SHUTDOWN_ENDPOINT";
+    /// `lameduck-proxy --settings-file`.
+    pub const PROXY_SETTINGS_FILE: &str = "LAMEDUCK_PROXY_SETTINGS_FILE";
+
+    /// Makes `lameduck-await` skip the readiness wait (not the shutdown).
+    pub const AWAIT_DISABLED: &str = "LAMEDUCK_AWAIT_DISABLED";
+    /// linkerd-await's name for the same switch, honoured for drop-in use.
+    pub const LINKERD_AWAIT_DISABLED: &str = "LINKERD_AWAIT_DISABLED";
+
+    /// Linkerd proxy: how long it drains before closing what is left (default 120s).
+    pub const LINKERD_SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
+    /// Linkerd proxy: `/shutdown` answers 404 unless this is `true`.
+    pub const LINKERD_SHUTDOWN_ENDPOINT_ENABLED: &str = "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED";
+}
+
+/// Annotation keys: lameduck's own and the Linkerd ones lameduck reads or writes.
+pub mod annotations {
+    /// The operator's record of shutdown attempts on a pod (JSON), so a restarted operator or a
+    /// new leader never repeats an attempt that may have succeeded.
+    pub const SHUTDOWN_ATTEMPTS: &str = "lameduck.io/shutdown-attempts";
+    /// The `ShutdownPolicy` whose drain settings the webhook applied to a pod.
+    pub const POLICY: &str = "lameduck.io/policy";
+    /// Drain settings the webhook writes for the proxy's downward-API settings file.
+    pub const SHUTDOWN_GRACE_PERIOD: &str = "lameduck.io/shutdown-grace-period";
+    /// See [`SHUTDOWN_GRACE_PERIOD`].
+    pub const ENABLE_SHUTDOWN_ENDPOINT: &str = "lameduck.io/enable-shutdown-endpoint";
+    /// See [`SHUTDOWN_GRACE_PERIOD`].
+    pub const WAIT_BEFORE_EXIT: &str = "lameduck.io/wait-before-exit";
+
+    /// Linkerd: inject the proxy into this workload (`enabled`).
+    pub const LINKERD_INJECT: &str = "linkerd.io/inject";
+    /// Linkerd: preStop sleep on the proxy, in whole seconds.
+    pub const LINKERD_WAIT_BEFORE_EXIT_SECONDS: &str =
+        "config.alpha.linkerd.io/proxy-wait-before-exit-seconds";
+    /// Linkerd: the proxy's shutdown grace period, a Go duration.
+    pub const LINKERD_SHUTDOWN_GRACE_PERIOD: &str = "config.linkerd.io/shutdown-grace-period";
+    /// Linkerd: `enabled` turns on the proxy's `/shutdown` endpoint.
+    pub const LINKERD_ADMIN_SHUTDOWN: &str = "config.linkerd.io/proxy-admin-shutdown";
+    /// Linkerd: inject the proxy as a native sidecar (`true`). Current spelling.
+    pub const LINKERD_NATIVE_SIDECAR: &str = "config.beta.linkerd.io/proxy-enable-native-sidecar";
+    /// Linkerd: the deprecated alpha spelling of [`LINKERD_NATIVE_SIDECAR`], still honoured.
+    pub const LINKERD_NATIVE_SIDECAR_ALPHA: &str = "config.alpha.linkerd.io/proxy-enable-native-sidecar";
+}
+
+/// Labels lameduck puts on what it creates.
+pub mod labels {
+    /// `app.kubernetes.io/name`.
+    pub const NAME: &str = "app.kubernetes.io/name";
+    /// `app.kubernetes.io/component`.
+    pub const COMPONENT: &str = "app.kubernetes.io/component";
+    /// `app.kubernetes.io/managed-by`.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// The value lameduck uses for [`NAME`] and [`MANAGED_BY`].
+    pub const LAMEDUCK: &str = "lameduck";
+}
+
+/// Kubernetes defaults that lameduck's rules depend on.
+pub mod defaults {
+    /// `terminationGracePeriodSeconds` when a pod does not set it.
+    pub const TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
+    /// The proxy's shutdown grace period when nothing sets it (Linkerd's and lameduck's).
+    pub const PROXY_SHUTDOWN_GRACE_PERIOD_SECONDS: u64 = 120;
+}
