@@ -4,6 +4,7 @@
 //! Nothing here does I/O.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod duration;
 pub mod names;
 pub mod policy;
