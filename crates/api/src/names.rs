@@ -62,6 +62,14 @@ pub mod env {
     pub const PROXY_ENABLE_SHUTDOWN_ENDPOINT: &str = "LAMEDUCK_PROXY_ENABLE_SHUTDOWN_ENDPOINT";
     /// `lameduck-proxy --settings-file`.
     pub const PROXY_SETTINGS_FILE: &str = "LAMEDUCK_PROXY_SETTINGS_FILE";
+    /// `lameduck-proxy --settings-poll-interval`: how often the settings file is re-read.
+    pub const PROXY_SETTINGS_POLL_INTERVAL: &str = "LAMEDUCK_PROXY_SETTINGS_POLL_INTERVAL";
+    /// `lameduck-proxy --header-read-timeout`: slowloris guard for HTTP/1 request heads.
+    pub const PROXY_HEADER_READ_TIMEOUT: &str = "LAMEDUCK_PROXY_HEADER_READ_TIMEOUT";
+    /// `lameduck-proxy --log-format`: `plain` or `json`.
+    pub const PROXY_LOG_FORMAT: &str = "LAMEDUCK_PROXY_LOG_FORMAT";
+    /// `lameduck-proxy --log-level`: a tracing filter such as `info` or `lameduck_proxy=debug`.
+    pub const PROXY_LOG_LEVEL: &str = "LAMEDUCK_PROXY_LOG_LEVEL";
 
     /// Makes `lameduck-await` skip the readiness wait (not the shutdown).
     pub const AWAIT_DISABLED: &str = "LAMEDUCK_AWAIT_DISABLED";
@@ -72,6 +80,25 @@ pub mod env {
     pub const LINKERD_SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
     /// Linkerd proxy: `/shutdown` answers 404 unless this is `true`.
     pub const LINKERD_SHUTDOWN_ENDPOINT_ENABLED: &str = "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED";
+
+    /// `lameduck-await --port`.
+    pub const AWAIT_PORT: &str = "LAMEDUCK_AWAIT_PORT";
+    /// `lameduck-await --uri`.
+    pub const AWAIT_URI: &str = "LAMEDUCK_AWAIT_URI";
+    /// `lameduck-await --backoff`.
+    pub const AWAIT_BACKOFF: &str = "LAMEDUCK_AWAIT_BACKOFF";
+    /// `lameduck-await --timeout`.
+    pub const AWAIT_TIMEOUT: &str = "LAMEDUCK_AWAIT_TIMEOUT";
+    /// `lameduck-await --timeout-fatal`.
+    pub const AWAIT_TIMEOUT_FATAL: &str = "LAMEDUCK_AWAIT_TIMEOUT_FATAL";
+    /// `lameduck-await --shutdown`.
+    pub const AWAIT_SHUTDOWN: &str = "LAMEDUCK_AWAIT_SHUTDOWN";
+    /// `lameduck-await --verbose`.
+    pub const AWAIT_VERBOSE: &str = "LAMEDUCK_AWAIT_VERBOSE";
+    /// linkerd-await's name for `--verbose`, honoured for drop-in use.
+    pub const LINKERD_AWAIT_VERBOSE: &str = "LINKERD_AWAIT_VERBOSE";
+    /// linkerd-await's older name for [`LINKERD_AWAIT_DISABLED`], honoured for drop-in use.
+    pub const LINKERD_DISABLED: &str = "LINKERD_DISABLED";
 }
 
 /// Annotation keys: lameduck's own and the Linkerd ones lameduck reads or writes.

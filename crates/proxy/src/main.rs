@@ -1,0 +1,254 @@
+//! `lameduck-proxy`: a sidecar proxy that drains without dropping an accepted request.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod config;
+mod control;
+mod detect;
+mod forward;
+mod lifecycle;
+mod metrics;
+mod serve;
+mod settings;
+
+use std::{
+    process::ExitCode,
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
+
+use clap::{Parser, Subcommand};
+pub(crate) use lameduck_api::GoDuration;
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+use crate::{
+    admin::Admin,
+    config::{Config, LogFormat, RunArgs},
+    forward::Forwarder,
+    lifecycle::Lifecycle,
+    metrics::{Direction, Metrics},
+    serve::Listener,
+    settings::Settings,
+};
+
+/// Exit code for bad flags (EX_USAGE), as the contract says.
+const EXIT_CONFIG: u8 = 64;
+/// Exit code when the proxy cannot start (a listener cannot bind).
+const EXIT_START: u8 = 1;
+
+/// A sidecar proxy that drains without dropping an accepted request.
+///
+/// Run without a subcommand to proxy. Every flag also reads LAMEDUCK_PROXY_<FLAG>.
+#[derive(Debug, Parser)]
+#[command(name = "lameduck-proxy", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask a running proxy to shut down (POST /shutdown), or signal it with --signal.
+    Shutdown(control::ShutdownArgs),
+    /// Sleep, then exit 0: a preStop wait that needs no shell.
+    Wait(control::WaitArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Some(Command::Wait(args)) => {
+            std::thread::sleep(std::time::Duration::from_secs(args.seconds));
+            ExitCode::SUCCESS
+        }
+        Some(Command::Shutdown(args)) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let Ok(runtime) = runtime else {
+                eprintln!("error: cannot start the async runtime");
+                return ExitCode::FAILURE;
+            };
+            match runtime.block_on(control::shutdown(&args)) {
+                Ok(message) => {
+                    println!("{message}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => match cli.run.validate() {
+            Ok(config) => start(config),
+            Err(errors) => {
+                for error in errors {
+                    eprintln!("error: {error}");
+                }
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match config.log_format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Lets one process hold many connections: the soft descriptor limit goes up to the hard one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %err, soft, hard, "cannot raise the open-file limit");
+    }
+}
+
+fn start(config: Config) -> ExitCode {
+    init_logging(&config);
+    raise_fd_limit();
+    // One thread, like one nginx worker: a sidecar gets about a core, and keeping each connection
+    // and its upstream on one event loop avoids cross-thread wakeups. Measured on 2 cores, this
+    // served about 1.2x the requests of tokio's multi-thread scheduler (see the crate README).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    let code = runtime.block_on(run(config));
+    // Connections still open at exit were counted as forced; nothing below may wait on them.
+    runtime.shutdown_background();
+    code
+}
+
+async fn bind(addr: std::net::SocketAddr, flag: &str) -> Result<TcpListener, ExitCode> {
+    TcpListener::bind(addr).await.map_err(|err| {
+        tracing::error!(%addr, error = %err, "cannot listen on {flag}");
+        ExitCode::from(EXIT_START)
+    })
+}
+
+async fn run(config: Config) -> ExitCode {
+    let metrics = Arc::new(Metrics::new());
+    let lifecycle = Lifecycle::new();
+    let base = Settings {
+        shutdown_grace_period: config.shutdown_grace_period,
+        enable_shutdown_endpoint: config.enable_shutdown_endpoint,
+    };
+    let settings = settings::watch(
+        base,
+        config.settings_file.clone(),
+        config.settings_poll_interval,
+        Arc::clone(&metrics),
+    );
+
+    let (inbound, outbound, admin_listener) = match (
+        bind(config.inbound_addr, "--inbound-addr").await,
+        bind(config.outbound_addr, "--outbound-addr").await,
+        bind(config.admin_addr, "--admin-addr").await,
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        _ => return ExitCode::from(EXIT_START),
+    };
+
+    let (shutdown_tx, mut shutdown_rx) = mpsc::channel(1);
+    let admin = Arc::new(Admin {
+        lifecycle: Arc::clone(&lifecycle),
+        metrics: Arc::clone(&metrics),
+        settings: settings.clone(),
+        listening: false.into(),
+        shutdown: shutdown_tx,
+        header_read_timeout: config.header_read_timeout,
+    });
+    tokio::spawn(Arc::clone(&admin).serve(admin_listener));
+    for (direction, target, listener) in
+        [(Direction::Inbound, Some(config.inbound_target), inbound), (Direction::Outbound, None, outbound)]
+    {
+        let forwarder =
+            Arc::new(Forwarder::new(direction, target, Arc::clone(&lifecycle), Arc::clone(&metrics)));
+        let listener_state = Arc::new(Listener {
+            direction,
+            target,
+            forwarder,
+            lifecycle: Arc::clone(&lifecycle),
+            metrics: Arc::clone(&metrics),
+            header_read_timeout: config.header_read_timeout,
+        });
+        tokio::spawn(listener_state.accept_loop(listener));
+    }
+
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::error!(error = %err, "cannot install signal handlers");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    admin.listening.store(true, Ordering::Release);
+    tracing::info!(
+        inbound = %config.inbound_addr,
+        target = %config.inbound_target,
+        outbound = %config.outbound_addr,
+        admin = %config.admin_addr,
+        "lameduck-proxy ready"
+    );
+
+    let reason = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = shutdown_rx.recv() => "POST /shutdown",
+    };
+    lifecycle.start_drain();
+    metrics.draining.set(1);
+    let started = Instant::now();
+    let grace = settings.borrow().shutdown_grace_period;
+    tracing::info!(
+        reason,
+        open_connections = lifecycle.open_count(),
+        grace_period = %GoDuration::from(grace),
+        "draining"
+    );
+
+    tokio::select! {
+        () = lifecycle.idle() => {
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained; exiting");
+        }
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(
+                open_connections = lifecycle.open_count(),
+                "shutdown grace period is over; closing what is still open"
+            );
+            lifecycle.force_close();
+            // Give connection tasks a moment to observe the close and count it.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), lifecycle.idle()).await;
+        }
+        _ = term.recv() => tracing::warn!("second signal; exiting at once"),
+        _ = int.recv() => tracing::warn!("second signal; exiting at once"),
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,210 @@
+//! Accepting and serving connections on the inbound and outbound listeners.
+
+use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+
+use hyper::{
+    server::conn::{http1, http2},
+    service::service_fn,
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{
+    detect::{self, Protocol},
+    forward::{Forwarder, UpstreamSlot, copy_until_forced},
+    lifecycle::Lifecycle,
+    metrics::{Direction, Metrics},
+};
+
+/// A client that sends nothing for this long may speak a server-first protocol: treat as opaque.
+const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Streams one HTTP/2 client may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Request header bytes buffered per HTTP/1 connection; more gets 431.
+const MAX_HTTP1_BUFFER: usize = 64 * 1024;
+/// How long an HTTP/1 connection may stay open once draining starts before an idle one is closed.
+/// Closing an idle keep-alive connection races with a client sending its next request on it; a
+/// request that arrives during the linger is answered with `Connection: close` instead, which is
+/// race-free. Under steady load every connection gets such a response well within this time.
+const HTTP1_DRAIN_LINGER: Duration = Duration::from_secs(1);
+/// Upstream connection timeout for opaque TCP.
+const OPAQUE_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What every connection on one listener shares.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    pub(crate) direction: Direction,
+    /// Inbound: the app, for opaque TCP. Outbound has no fixed destination.
+    pub(crate) target: Option<SocketAddr>,
+    pub(crate) forwarder: Arc<Forwarder>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Slowloris guard: an HTTP/1 request head must arrive within this time.
+    pub(crate) header_read_timeout: Duration,
+}
+
+/// Decrements a gauge when the connection ends, however it ends.
+struct GaugeGuard(prometheus::IntGauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Listener {
+    /// Accepts until draining starts (inbound) or forever (outbound keeps serving the app).
+    pub(crate) async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        let stop_on_drain = self.direction == Direction::Inbound;
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(Arc::clone(&self).serve(stream));
+                    }
+                    Err(err) => {
+                        // Out of file descriptors and the like: pause instead of spinning.
+                        tracing::warn!(direction = self.direction.as_str(), error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = self.lifecycle.drained_signal(), if stop_on_drain => {
+                    // Connections whose handshake already completed wait in the kernel's backlog;
+                    // closing the socket would reset them, so take them first and serve them.
+                    let mut backlog = 0;
+                    loop {
+                        tokio::select! {
+                            biased;
+                            accepted = listener.accept() => match accepted {
+                                Ok((stream, _peer)) => {
+                                    let _ = stream.set_nodelay(true);
+                                    tokio::spawn(Arc::clone(&self).serve(stream));
+                                    backlog += 1;
+                                }
+                                Err(_) => break,
+                            },
+                            () = std::future::ready(()) => break,
+                        }
+                    }
+                    // Dropping the listener closes the socket: new connections are refused.
+                    tracing::info!(direction = self.direction.as_str(), backlog, "stopped accepting connections");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn serve(self: Arc<Self>, stream: TcpStream) {
+        let _open = self.lifecycle.open();
+        let direction = self.direction.as_str();
+        let gauge = self.metrics.open_connections.with_label_values(&[direction]);
+        gauge.inc();
+        let _gauge = GaugeGuard(gauge);
+        let accepted_while_draining = self.lifecycle.is_draining();
+
+        let protocol = match detect::detect(&stream, DETECT_TIMEOUT).await {
+            Ok(Some(protocol)) => protocol,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::debug!(direction, error = %err, "connection failed before it sent anything");
+                return;
+            }
+        };
+        self.metrics.connections.with_label_values(&[direction, protocol.as_str()]).inc();
+
+        let forwarder = Arc::clone(&self.forwarder);
+        let slot = Arc::new(UpstreamSlot::default());
+        let service = service_fn(move |req| Arc::clone(&forwarder).handle(req, Arc::clone(&slot)));
+        let io = TokioIo::new(stream);
+        match protocol {
+            Protocol::Http1 => {
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(self.header_read_timeout)
+                    .max_buf_size(MAX_HTTP1_BUFFER)
+                    .serve_connection(io, service)
+                    .with_upgrades();
+                // A connection accepted while draining gets `Connection: close` on its response
+                // rather than a graceful shutdown, which would close it before its first request.
+                let graceful = (!accepted_while_draining)
+                    .then_some(|conn: Pin<&mut http1::UpgradeableConnection<_, _>>| conn.graceful_shutdown());
+                self.drive(conn, graceful, HTTP1_DRAIN_LINGER).await;
+            }
+            Protocol::Http2 => {
+                let conn = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                    .serve_connection(io, service);
+                // GOAWAY: open streams finish, new ones go to another connection.
+                let graceful = Some(|conn: Pin<&mut http2::Connection<_, _, _>>| conn.graceful_shutdown());
+                self.drive(conn, graceful, Duration::ZERO).await;
+            }
+            Protocol::Opaque => {
+                let stream = io.into_inner();
+                match self.target {
+                    Some(target) => self.forward_opaque(stream, target).await,
+                    None => {
+                        // Outbound has no destination for raw TCP: the app must use CONNECT.
+                        self.metrics.refused.with_label_values(&[direction, "not-http"]).inc();
+                        tracing::debug!("outbound connection is not HTTP; closing (use CONNECT for raw TCP)");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs a connection to its end: graceful shutdown `linger` after draining starts, dropped
+    /// when forced.
+    async fn drive<C, E>(&self, conn: C, graceful: Option<impl FnOnce(Pin<&mut C>)>, linger: Duration)
+    where
+        C: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        tokio::pin!(conn);
+        let mut graceful = graceful;
+        let mut shutdown_at: Option<tokio::time::Instant> = None;
+        // select! builds every branch's future even when disabled, so this stands in for "never".
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(direction = self.direction.as_str(), error = %err, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = self.lifecycle.drained_signal(), if graceful.is_some() && shutdown_at.is_none() => {
+                    shutdown_at = Some(tokio::time::Instant::now() + linger);
+                }
+                () = tokio::time::sleep_until(shutdown_at.unwrap_or(far)), if graceful.is_some() && shutdown_at.is_some() => {
+                    if let Some(start) = graceful.take() {
+                        start(conn.as_mut());
+                    }
+                }
+                () = self.lifecycle.forced_signal() => {
+                    self.metrics.forced_closes.inc();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Opaque TCP to the app: left to finish while draining, closed at the grace deadline.
+    async fn forward_opaque(&self, stream: TcpStream, target: SocketAddr) {
+        let upstream = match tokio::time::timeout(OPAQUE_CONNECT_TIMEOUT, TcpStream::connect(target)).await {
+            Ok(Ok(upstream)) => upstream,
+            Ok(Err(err)) => {
+                self.metrics.refused.with_label_values(&[self.direction.as_str(), "upstream"]).inc();
+                tracing::debug!(%target, error = %err, "cannot reach the app for an opaque connection");
+                return;
+            }
+            Err(_) => {
+                self.metrics.refused.with_label_values(&[self.direction.as_str(), "upstream"]).inc();
+                return;
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        copy_until_forced(stream, upstream, &self.lifecycle, &self.metrics).await;
+    }
+}

@@ -1,0 +1,142 @@
+//! Forwarding and robustness, as clients and the app see them.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+use tokio::net::TcpStream;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn inbound_http1_reaches_the_app_with_the_clients_host() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(upstream.addr, &[]).await;
+    let mut client = H1::connect(proxy.inbound).await.unwrap();
+    let answer = client
+        .send(Request::get("/host").header("host", "web.shop.svc:80").body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!((answer.status, answer.body.as_str()), (200, "web.shop.svc:80"));
+    // Keep-alive works outside of drains.
+    assert_eq!(client.get("/").await.unwrap().body, "hello from / over HTTP/1.1");
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("lameduck_proxy_responses_total{direction=\"inbound\",status_class=\"2xx\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lameduck_proxy_connections_total{direction=\"inbound\",protocol=\"http1\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn inbound_http2_prior_knowledge_reaches_the_app_as_http2() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(upstream.addr, &[]).await;
+    let stream = TcpStream::connect(proxy.inbound).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(Request::get("http://grpc.shop.svc/host").body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "grpc.shop.svc", "the app sees the client's :authority");
+    let response =
+        sender.send_request(Request::get("http://x/").body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "hello from / over HTTP/2.0");
+}
+
+#[tokio::test]
+async fn malformed_http_gets_400_and_the_proxy_survives() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(upstream.addr, &[]).await;
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nthis is not a header\r\n\r\n"[..],
+        b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+    ] {
+        let (reply, closed) = raw_exchange(proxy.inbound, garbage, 2 * SECOND).await;
+        let head = String::from_utf8_lossy(&reply);
+        assert!(head.starts_with("HTTP/1.1 400"), "{garbage:?} got {head:?}");
+        assert!(closed, "the connection is closed after a 400");
+    }
+    assert_eq!(upstream.received(), 0);
+    assert_eq!(get(proxy.inbound, "/").await.unwrap().0, 200, "the proxy still serves");
+}
+
+#[tokio::test]
+async fn upstream_down_is_a_quick_502() {
+    let nothing_there = local(free_port());
+    let proxy = Proxy::start(nothing_there, &[]).await;
+    let started = Instant::now();
+    let (status, body) = get(proxy.inbound, "/").await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains(&nothing_there.to_string()), "{body}");
+    assert!(started.elapsed() < SECOND, "502 took {:?}", started.elapsed());
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains(
+            "lameduck_proxy_refused_connections_total{direction=\"inbound\",reason=\"upstream\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_off_after_the_header_read_timeout() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(upstream.addr, &["--header-read-timeout", "300ms"]).await;
+    let started = Instant::now();
+    // A request head that never ends.
+    let (_, closed) =
+        raw_exchange(proxy.inbound, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n", 5 * SECOND).await;
+    assert!(closed, "the proxy closed the connection");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300) && took < 3 * SECOND, "closed after {took:?}");
+    assert_eq!(upstream.received(), 0);
+}
+
+#[tokio::test]
+async fn outbound_serves_origin_form_with_host_and_refuses_raw_tcp() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(upstream.addr, &[]).await;
+    let mut client = H1::connect(proxy.outbound).await.unwrap();
+    let answer = client
+        .send(Request::get("/via-host").header("host", upstream.addr.to_string()).body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!((answer.status, answer.body.as_str()), (200, "hello from /via-host over HTTP/1.1"));
+
+    let (reply, closed) = raw_exchange(proxy.outbound, b"\x16\x03\x01not http", 3 * SECOND).await;
+    assert!(reply.is_empty() && closed, "raw TCP on outbound is closed: use CONNECT");
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("refused_connections_total{direction=\"outbound\",reason=\"not-http\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn connect_to_nothing_is_a_502_not_a_broken_tunnel() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(upstream.addr, &[]).await;
+    let nothing = local(free_port());
+    let request = format!("CONNECT {nothing} HTTP/1.1\r\nHost: {nothing}\r\n\r\n");
+    let (reply, _) = raw_exchange(proxy.outbound, request.as_bytes(), 2 * SECOND).await;
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 502"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+}

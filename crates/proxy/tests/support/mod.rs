@@ -1,0 +1,309 @@
+//! Test harness: the real `lameduck-proxy` binary on loopback ports, an upstream app that speaks
+//! HTTP/1 and HTTP/2, a TCP echo server, and small clients. Waits poll with deadlines.
+#![allow(dead_code)]
+
+use std::{
+    convert::Infallible,
+    net::{SocketAddr, TcpListener as StdListener},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use nix::{sys::signal::Signal, unistd::Pid};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `within`.
+pub async fn eventually<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A running `lameduck-proxy` process; killed when dropped.
+pub struct Proxy {
+    child: Child,
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+    log: PathBuf,
+}
+
+impl Proxy {
+    pub fn binary() -> &'static str {
+        env!("CARGO_BIN_EXE_lameduck-proxy")
+    }
+
+    /// Starts the proxy in front of `target` and waits until `/ready` answers 200.
+    pub async fn start(target: SocketAddr, extra: &[&str]) -> Self {
+        let admin = local(free_port());
+        Self::start_with_admin(target, &admin.to_string(), admin, extra).await
+    }
+
+    /// Like [`Self::start`], with the admin server bound to `admin_bind` (`0.0.0.0:N`, `[::]:N`)
+    /// and reached at `admin`.
+    pub async fn start_with_admin(
+        target: SocketAddr,
+        admin_bind: &str,
+        admin: SocketAddr,
+        extra: &[&str],
+    ) -> Self {
+        let (inbound, outbound) = (local(free_port()), local(free_port()));
+        let log = std::env::temp_dir().join(format!(
+            "lameduck-proxy-test-{}-{}.log",
+            std::process::id(),
+            inbound.port()
+        ));
+        let child = Command::new(Self::binary())
+            .args(["--inbound-addr", &inbound.to_string()])
+            .args(["--inbound-target", &target.to_string()])
+            .args(["--outbound-addr", &outbound.to_string()])
+            .args(["--admin-addr", admin_bind])
+            .args(["--log-level", "debug"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("lameduck-proxy starts");
+        let proxy = Self { child, inbound, outbound, admin, log };
+        eventually("the proxy to be ready", Duration::from_secs(10), async || {
+            (get(admin, "/ready").await.ok()?.0 == 200).then_some(())
+        })
+        .await;
+        proxy
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        nix::sys::signal::kill(Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Waits for the process to exit, failing the test after `within`.
+    pub async fn exit_within(&mut self, within: Duration) -> ExitStatus {
+        eventually("the proxy to exit", within, async || self.child.try_wait().unwrap()).await
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        get(self.admin, "/metrics").await.expect("metrics answer").1
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("proxy log:\n{}", self.logs());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A one-shot GET over a fresh HTTP/1 connection: `(status, body)`.
+pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut conn = H1::connect(addr).await.map_err(|e| e.to_string())?;
+    let response = conn.send(Request::get(path).header("host", "test").body(Empty::new()).unwrap()).await?;
+    Ok((response.status, response.body))
+}
+
+/// A one-shot POST over a fresh HTTP/1 connection.
+pub async fn post(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut conn = H1::connect(addr).await.map_err(|e| e.to_string())?;
+    let response = conn.send(Request::post(path).header("host", "test").body(Empty::new()).unwrap()).await?;
+    Ok((response.status, response.body))
+}
+
+/// What a test needs from a response.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub connection_close: bool,
+    pub body: String,
+}
+
+/// One HTTP/1 client connection, for keep-alive tests.
+pub struct H1 {
+    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    pub closed: tokio::task::JoinHandle<()>,
+}
+
+impl H1 {
+    pub async fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        let closed = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { sender, closed })
+    }
+
+    pub async fn send(&mut self, request: Request<Empty<Bytes>>) -> Result<Answer, String> {
+        self.sender.ready().await.map_err(|e| format!("connection not ready: {e}"))?;
+        let response = self.sender.send_request(request).await.map_err(|e| format!("request failed: {e}"))?;
+        let connection_close = response
+            .headers()
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.map_err(|e| format!("body failed: {e}"))?.to_bytes();
+        Ok(Answer { status, connection_close, body: String::from_utf8_lossy(&body).into_owned() })
+    }
+
+    pub async fn get(&mut self, path: &str) -> Result<Answer, String> {
+        self.send(Request::get(path).header("host", "test").body(Empty::new()).unwrap()).await
+    }
+}
+
+/// The app behind the proxy: `/` answers at once, `/slow?ms=N` after N ms, `/hang` never.
+/// Serves HTTP/1 and HTTP/2 (prior knowledge) on one port.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// Requests that have reached the app (any path).
+    pub received: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&received);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        app(req)
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, received }
+    }
+
+    pub fn received(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let reply = |status: StatusCode, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        Ok(response)
+    };
+    match path.as_str() {
+        "/slow" => {
+            let ms: u64 = query.strip_prefix("ms=").and_then(|v| v.parse().ok()).unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            reply(StatusCode::OK, format!("slept {ms}ms"))
+        }
+        "/hang" => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        "/host" => {
+            let host = req
+                .headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+                .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                .unwrap_or_default();
+            reply(StatusCode::OK, host)
+        }
+        _ => reply(StatusCode::OK, format!("hello from {path} over {:?}", req.version())),
+    }
+}
+
+/// A TCP echo server (an opaque protocol).
+pub async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Whether a new TCP connection to `addr` is refused.
+pub async fn refused(addr: SocketAddr) -> bool {
+    matches!(TcpStream::connect(addr).await, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
+/// Sends raw bytes and reads what comes back until the peer closes or `within` passes.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], within: Duration) -> (Vec<u8>, bool) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (out, true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (out, false),
+        }
+    }
+}
