@@ -12,7 +12,7 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::Full;
-use hyper::{body::Incoming, client::conn::http1};
+use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -61,6 +61,9 @@ impl hyper::body::Body for ProxyBody {
     }
 }
 
+/// Idle upstream HTTP/1 connections kept per destination, like nginx's `keepalive 64`: enough for
+/// steady load, bounded so many idle clients do not hold as many idle connections to the app.
+const POOL_MAX_IDLE: usize = 64;
 /// How long to wait for an upstream TCP connection before answering 502.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Idle upstream connections are kept this long for reuse.
@@ -174,26 +177,6 @@ impl RequestMetrics {
     }
 }
 
-/// The upstream HTTP/1 connection owned by one downstream HTTP/1 connection. An HTTP/1 client
-/// sends one request at a time, so its requests never wait on each other here, and no pool is
-/// locked per request.
-#[derive(Debug, Default)]
-pub(crate) struct UpstreamSlot(std::sync::Mutex<Option<(String, http1::SendRequest<Incoming>)>>);
-
-impl UpstreamSlot {
-    fn take(&self, authority: &str) -> Option<http1::SendRequest<Incoming>> {
-        let mut slot = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match slot.take() {
-            Some((held, sender)) if held == authority && !sender.is_closed() => Some(sender),
-            _ => None,
-        }
-    }
-
-    fn put(&self, authority: String, sender: http1::SendRequest<Incoming>) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((authority, sender));
-    }
-}
-
 /// Why a request could not be forwarded: it becomes a 502 or 504.
 struct UpstreamFailure {
     status: StatusCode,
@@ -206,10 +189,11 @@ struct UpstreamFailure {
 #[derive(Debug)]
 pub(crate) struct Forwarder {
     direction: Direction,
-    target: Option<SocketAddr>,
-    /// `target` as `host:port`, formatted once rather than per request.
+    /// Inbound: the app as `host:port`, formatted once rather than per request.
     target_authority: Option<String>,
-    /// HTTP/2 is multiplexed, so its upstream connections are pooled and shared.
+    /// Pooled upstream HTTP/1 connections.
+    http1: Client<Connector, Incoming>,
+    /// HTTP/2 is multiplexed, so one upstream connection serves many requests.
     http2: Client<Connector, Incoming>,
     lifecycle: Arc<Lifecycle>,
     metrics: Arc<Metrics>,
@@ -233,6 +217,11 @@ impl Forwarder {
         lifecycle: Arc<Lifecycle>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .build(Connector::new(target));
         let http2 = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .timer(TokioTimer::new())
@@ -241,14 +230,13 @@ impl Forwarder {
             .build(Connector::new(target));
         let request_metrics = RequestMetrics::new(&metrics, direction);
         let target_authority = target.map(|t| t.to_string());
-        Self { direction, target, target_authority, http2, lifecycle, metrics, request_metrics }
+        Self { direction, target_authority, http1, http2, lifecycle, metrics, request_metrics }
     }
 
     /// Serves one request; never fails, so one bad request cannot break its connection's others.
     pub(crate) async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        slot: Arc<UpstreamSlot>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let m = &self.request_metrics;
         m.requests.inc();
@@ -264,7 +252,7 @@ impl Forwarder {
                 }
             }
         } else {
-            self.forward(req, &slot).await
+            self.forward(req).await
         };
         // Tell HTTP/1 clients this connection closes, so they send their next request elsewhere.
         if self.lifecycle.is_draining() && version < Version::HTTP_2 {
@@ -303,7 +291,7 @@ impl Forwarder {
         })
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, slot: &UpstreamSlot) -> Response<ProxyBody> {
+    async fn forward(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let authority = match self.upstream_authority(&req) {
             Ok(authority) => authority.into_owned(),
             Err(reason) => return local_response(StatusCode::BAD_REQUEST, reason),
@@ -318,22 +306,24 @@ impl Forwarder {
         if keeps_trailers {
             req.headers_mut().insert(header::TE, HeaderValue::from_static("trailers"));
         }
-        let result = if req.version() == Version::HTTP_2 {
-            let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-            match Uri::builder().scheme("http").authority(authority.as_str()).path_and_query(path).build() {
-                Ok(uri) => *req.uri_mut() = uri,
-                Err(err) => {
-                    return local_response(StatusCode::BAD_REQUEST, format!("bad request target: {err}\n"));
-                }
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        match Uri::builder().scheme("http").authority(authority.as_str()).path_and_query(path).build() {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(err) => {
+                return local_response(StatusCode::BAD_REQUEST, format!("bad request target: {err}\n"));
             }
-            self.http2.request(req).await.map_err(|err| UpstreamFailure {
-                status: StatusCode::BAD_GATEWAY,
-                connect: err.is_connect(),
-                message: err.to_string(),
-            })
+        }
+        let client = if req.version() == Version::HTTP_2 {
+            &self.http2
         } else {
-            self.send_http1(req, &authority, slot).await
+            *req.version_mut() = Version::HTTP_11;
+            &self.http1
         };
+        let result = client.request(req).await.map_err(|err| UpstreamFailure {
+            status: StatusCode::BAD_GATEWAY,
+            connect: err.is_connect(),
+            message: err.to_string(),
+        });
         match result {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
@@ -352,102 +342,6 @@ impl Forwarder {
                     failure.status,
                     format!("lameduck-proxy: {authority} unavailable: {}\n", failure.message),
                 )
-            }
-        }
-    }
-
-    async fn connect_http1(&self, authority: &str) -> Result<http1::SendRequest<Incoming>, UpstreamFailure> {
-        let connecting = async {
-            match self.target {
-                Some(target) => TcpStream::connect(target).await,
-                None => TcpStream::connect(authority).await,
-            }
-        };
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(err)) => {
-                return Err(UpstreamFailure {
-                    status: StatusCode::BAD_GATEWAY,
-                    connect: true,
-                    message: err.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(UpstreamFailure {
-                    status: StatusCode::GATEWAY_TIMEOUT,
-                    connect: true,
-                    message: format!("no connection within {}", crate::GoDuration::from(CONNECT_TIMEOUT)),
-                });
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|err| UpstreamFailure {
-            status: StatusCode::BAD_GATEWAY,
-            connect: true,
-            message: err.to_string(),
-        })?;
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(error = %err, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
-    }
-
-    /// Sends on this connection's upstream connection, opening one when there is none. A request
-    /// the upstream closed the connection on before reading is sent once more on a new one.
-    async fn send_http1(
-        &self,
-        mut req: Request<Incoming>,
-        authority: &str,
-        slot: &UpstreamSlot,
-    ) -> Result<Response<Incoming>, UpstreamFailure> {
-        // Origin-form on the wire; HTTP/1.1 requires Host, which a proxied request may lack.
-        if req.uri().authority().is_some() || req.uri().scheme().is_some() {
-            let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
-            *req.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
-        }
-        *req.version_mut() = Version::HTTP_11;
-        if !req.headers().contains_key(header::HOST)
-            && let Ok(host) = HeaderValue::from_str(authority)
-        {
-            req.headers_mut().insert(header::HOST, host);
-        }
-
-        let (mut sender, mut reused) = match slot.take(authority) {
-            Some(sender) => (sender, true),
-            None => (self.connect_http1(authority).await?, false),
-        };
-        loop {
-            if sender.ready().await.is_err() {
-                if reused {
-                    (sender, reused) = (self.connect_http1(authority).await?, false);
-                    continue;
-                }
-                return Err(UpstreamFailure {
-                    status: StatusCode::BAD_GATEWAY,
-                    connect: true,
-                    message: "upstream closed the connection".into(),
-                });
-            }
-            match sender.try_send_request(req).await {
-                Ok(response) => {
-                    slot.put(authority.to_owned(), sender);
-                    return Ok(response);
-                }
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) if reused => {
-                        req = unsent;
-                        (sender, reused) = (self.connect_http1(authority).await?, false);
-                    }
-                    _ => {
-                        return Err(UpstreamFailure {
-                            status: StatusCode::BAD_GATEWAY,
-                            connect: false,
-                            message: err.into_error().to_string(),
-                        });
-                    }
-                },
             }
         }
     }

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
     detect::{self, Protocol},
-    forward::{Forwarder, UpstreamSlot, copy_until_forced},
+    forward::{Forwarder, copy_until_forced},
     lifecycle::Lifecycle,
     metrics::{Direction, Metrics},
 };
@@ -27,6 +27,8 @@ const MAX_HTTP1_BUFFER: usize = 64 * 1024;
 /// request that arrives during the linger is answered with `Connection: close` instead, which is
 /// race-free. Under steady load every connection gets such a response well within this time.
 const HTTP1_DRAIN_LINGER: Duration = Duration::from_secs(1);
+/// Accept failures (such as running out of file descriptors) are logged at most this often.
+const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(5);
 /// Upstream connection timeout for opaque TCP.
 const OPAQUE_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -56,6 +58,8 @@ impl Listener {
     /// Accepts until draining starts (inbound) or forever (outbound keeps serving the app).
     pub(crate) async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
         let stop_on_drain = self.direction == Direction::Inbound;
+        let mut last_warning: Option<tokio::time::Instant> = None;
+        let mut unreported = 0u64;
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -64,8 +68,14 @@ impl Listener {
                         tokio::spawn(Arc::clone(&self).serve(stream));
                     }
                     Err(err) => {
-                        // Out of file descriptors and the like: pause instead of spinning.
-                        tracing::warn!(direction = self.direction.as_str(), error = %err, "accept failed");
+                        // Out of file descriptors and the like: pause instead of spinning, and
+                        // say so once every few seconds rather than on every retry.
+                        unreported += 1;
+                        if last_warning.is_none_or(|at| at.elapsed() >= ACCEPT_WARNING_INTERVAL) {
+                            tracing::warn!(direction = self.direction.as_str(), error = %err, failures = unreported, "accept failed");
+                            last_warning = Some(tokio::time::Instant::now());
+                            unreported = 0;
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
@@ -114,8 +124,7 @@ impl Listener {
         self.metrics.connections.with_label_values(&[direction, protocol.as_str()]).inc();
 
         let forwarder = Arc::clone(&self.forwarder);
-        let slot = Arc::new(UpstreamSlot::default());
-        let service = service_fn(move |req| Arc::clone(&forwarder).handle(req, Arc::clone(&slot)));
+        let service = service_fn(move |req| Arc::clone(&forwarder).handle(req));
         let io = TokioIo::new(stream);
         match protocol {
             Protocol::Http1 => {
