@@ -142,6 +142,17 @@ pub mod labels {
     pub const LAMEDUCK: &str = "lameduck";
 }
 
+/// Images built on this machine by `tests/cluster/lameduck-images.sh` (no registry: they are
+/// imported into containerd and used with `imagePullPolicy: IfNotPresent`).
+pub mod images {
+    /// `lameduck-proxy`, which also carries its `shutdown` and `wait` subcommands.
+    pub const PROXY: &str = "localhost/lameduck/proxy:dev";
+    /// `lameduck-await`.
+    pub const AWAIT: &str = "localhost/lameduck/await:dev";
+    /// The end-to-end tests' app (`lameduck-testapp`), with `lameduck-await` beside it.
+    pub const TESTAPP: &str = "localhost/lameduck/testapp:dev";
+}
+
 /// Kubernetes defaults that lameduck's rules depend on.
 pub mod defaults {
     /// `terminationGracePeriodSeconds` when a pod does not set it.

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Builds lameduck's images from the workspace's release binaries, with no registry and no base
+# image: each holds its binaries and the shared libraries they load (glibc, libgcc_s), like a
+# distroless image. Imports them into the local cluster's containerd when it runs.
+#   localhost/lameduck/proxy:dev    lameduck-proxy (also its `shutdown` and `wait` subcommands)
+#   localhost/lameduck/await:dev    lameduck-await
+#   localhost/lameduck/testapp:dev  lameduck-testapp and lameduck-await
+# The names are crates/api's `names::images`. Usage: tests/e2e/build-images.sh [--no-import]
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cluster="$root/tests/cluster"
+source "$cluster/lib.sh"
+
+cd "$root"
+log "building release binaries"
+cargo build --release -q -p lameduck-proxy -p lameduck-await -p lameduck-e2e --bins
+out="$LAMEDUCK_CACHE/images/lameduck"
+mkdir -p "$out"
+
+# Copies a binary and every shared library it loads into a root filesystem.
+add_binary() { # rootfs binary
+  local rootfs=$1 bin=$2 lib
+  install -D -m 0755 "$bin" "$rootfs/usr/local/bin/$(basename "$bin")"
+  for lib in $(ldd "$bin" | grep -oE '/[^ ]+'); do
+    install -D -m 0755 "$lib" "$rootfs$lib"
+  done
+}
+
+image() { # name entrypoint binaries...
+  local name=$1 entrypoint=$2; shift 2
+  local rootfs tar
+  rootfs=$(mktemp -d)
+  mkdir -p "$rootfs/tmp" "$rootfs/etc"
+  chmod 1777 "$rootfs/tmp"
+  printf 'root:x:0:0:root:/:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/:/sbin/nologin\n' >"$rootfs/etc/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' >"$rootfs/etc/group"
+  for bin in "$@"; do add_binary "$rootfs" "target/release/$bin"; done
+  tar="$out/$(echo "$name" | tr '/:' '__').tar"
+  python3 "$cluster/images/mkimage.py" --name "$name" --rootfs "$rootfs" --entrypoint "[\"$entrypoint\"]" \
+    --env PATH=/usr/local/bin --user 65532:65532 -o "$tar" >&2
+  rm -rf "$rootfs"
+  echo "$tar"
+}
+
+tars=(
+  "$(image localhost/lameduck/proxy:dev lameduck-proxy lameduck-proxy)"
+  "$(image localhost/lameduck/await:dev lameduck-await lameduck-await)"
+  "$(image localhost/lameduck/testapp:dev lameduck-testapp lameduck-testapp lameduck-await)"
+)
+log "built ${tars[*]}"
+if [ "${1:-}" != "--no-import" ]; then
+  bash "$cluster/images.sh" load "${tars[@]}"
+fi

@@ -1,0 +1,211 @@
+//! Harness for lameduck's end-to-end tests on the local cluster (`tests/cluster/`).
+//!
+//! Each test gets its own namespace. Waits watch the object with a deadline (never a bare sleep),
+//! and a wait that fails prints the namespace's pods and events and where the component logs are.
+#![forbid(unsafe_code)]
+
+use std::{fmt::Debug, time::Duration};
+
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::core::v1::{ContainerStatus, Event, Namespace, Pod, ServiceAccount},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, PostParams},
+    runtime::wait::{Condition, await_condition},
+};
+use serde_json::json;
+
+/// The label every test namespace carries, so leftovers are easy to find and delete.
+pub const TEST_LABEL: &str = "lameduck.io/e2e";
+
+/// Where `tests/cluster/up.sh` keeps the component logs, for failure messages.
+pub fn logs_dir() -> String {
+    let state = std::env::var("LAMEDUCK_CLUSTER_DIR").unwrap_or_else(|_| "/var/tmp/lameduck-cluster".into());
+    format!("{state}/logs")
+}
+
+/// A client for the cluster named by `KUBECONFIG`, or a clear failure saying how to get one.
+pub async fn client() -> Client {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        panic!(
+            "KUBECONFIG is not set: the end-to-end tests need the local cluster. Run `bash tests/run`, or \
+             `tests/cluster/up.sh` and export the KUBECONFIG it prints"
+        );
+    }
+    Client::try_default().await.expect("a client for $KUBECONFIG")
+}
+
+/// A namespace of its own for one test; deleted by [`TestNamespace::finish`].
+pub struct TestNamespace {
+    pub client: Client,
+    pub name: String,
+}
+
+impl Debug for TestNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNamespace").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl TestNamespace {
+    /// Creates `e2e-<prefix>-<suffix>` and waits until its default ServiceAccount exists.
+    pub async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        let suffix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            % 1_000_000_000;
+        let name = format!("e2e-{prefix}-{suffix}");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {TEST_LABEL: "true"}}
+        }))
+        .unwrap();
+        namespaces.create(&PostParams::default(), &ns).await.expect("namespace created");
+        let this = Self { client, name };
+        let accounts: Api<ServiceAccount> = this.api();
+        this.wait_for(
+            &accounts,
+            "default",
+            "the default ServiceAccount",
+            Duration::from_secs(60),
+            |sa: Option<&ServiceAccount>| sa.is_some(),
+        )
+        .await;
+        this
+    }
+
+    /// A namespaced API in this test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Creates an object from JSON in this namespace.
+    pub async fn create<K>(&self, object: serde_json::Value) -> K
+    where
+        K: Resource<Scope = NamespaceResourceScope>
+            + Clone
+            + Debug
+            + serde::de::DeserializeOwned
+            + serde::Serialize,
+        <K as Resource>::DynamicType: Default,
+    {
+        let object: K = serde_json::from_value(object).expect("the test's object is valid");
+        self.api::<K>().create(&PostParams::default(), &object).await.expect("object created")
+    }
+
+    /// Waits until `condition` holds for the named object, or fails the test after `timeout`
+    /// with the namespace's pods and events.
+    pub async fn wait_for<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        condition: impl Condition<K>,
+    ) -> K
+    where
+        K: Resource + Clone + Debug + serde::de::DeserializeOwned + Send + 'static,
+    {
+        match tokio::time::timeout(timeout, await_condition(api.clone(), name, condition)).await {
+            Ok(Ok(Some(object))) => object,
+            Ok(Ok(None)) => self.fail(&format!("{name} was deleted while waiting for {what}")).await,
+            Ok(Err(err)) => self.fail(&format!("watching {name} for {what} failed: {err}")).await,
+            Err(_) => self.fail(&format!("timed out after {timeout:?} waiting for {what} ({name})")).await,
+        }
+    }
+
+    /// Holds for `duration` and fails if `condition` stops holding meanwhile: for "stays so" checks.
+    pub async fn holds_for<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        what: &str,
+        duration: Duration,
+        condition: impl Fn(&K) -> bool,
+    ) where
+        K: Resource + Clone + Debug + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let broken =
+            await_condition(api.clone(), name, move |obj: Option<&K>| obj.is_none_or(|o| !condition(o)));
+        if let Ok(result) = tokio::time::timeout(duration, broken).await {
+            self.fail(&format!("{what} stopped holding for {name}: {result:?}")).await;
+        }
+    }
+
+    /// Everything worth seeing when a test fails: pods with container states, and events.
+    pub async fn dump(&self) -> String {
+        let mut out = format!("namespace {}:\n", self.name);
+        if let Ok(pods) = self.api::<Pod>().list(&ListParams::default()).await {
+            for pod in pods {
+                let status = pod.status.clone().unwrap_or_default();
+                out.push_str(&format!("  pod {} phase {:?}\n", pod.name_any(), status.phase));
+                let statuses = [
+                    status.init_container_statuses.unwrap_or_default(),
+                    status.container_statuses.unwrap_or_default(),
+                    status.ephemeral_container_statuses.unwrap_or_default(),
+                ];
+                for cs in statuses.iter().flatten() {
+                    out.push_str(&format!(
+                        "    container {} ready={} state={:?}\n",
+                        cs.name, cs.ready, cs.state
+                    ));
+                }
+            }
+        }
+        if let Ok(events) = self.api::<Event>().list(&ListParams::default()).await {
+            for e in events {
+                out.push_str(&format!(
+                    "  event {} {}/{}: {} {}\n",
+                    e.type_.unwrap_or_default(),
+                    e.involved_object.kind.unwrap_or_default(),
+                    e.involved_object.name.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default()
+                ));
+            }
+        }
+        out.push_str(&format!("component logs: {}\n", logs_dir()));
+        out
+    }
+
+    /// Fails the test with `why` and the namespace's state. The namespace is kept for inspection.
+    pub async fn fail(&self, why: &str) -> ! {
+        panic!("{why}\n{}", self.dump().await)
+    }
+
+    /// Deletes the namespace; call at the end of a test that passed.
+    pub async fn finish(self) {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let _ = namespaces.delete(&self.name, &DeleteParams::background()).await;
+    }
+}
+
+/// The status of the named container (regular, init or ephemeral) of a pod.
+pub fn container_status<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
+    let status = pod.status.as_ref()?;
+    [&status.container_statuses, &status.init_container_statuses, &status.ephemeral_container_statuses]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|cs| cs.name == name)
+}
+
+/// The exit code of a container that has terminated, if it has.
+pub fn exit_code(pod: &Pod, container: &str) -> Option<i32> {
+    container_status(pod, container)?.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code)
+}
+
+/// Whether a container is running now.
+pub fn is_running(pod: &Pod, container: &str) -> bool {
+    container_status(pod, container).and_then(|cs| cs.state.as_ref()).is_some_and(|s| s.running.is_some())
+}
+
+/// The pod's phase (`Pending`, `Running`, `Succeeded`, `Failed`).
+pub fn phase(pod: &Pod) -> &str {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
