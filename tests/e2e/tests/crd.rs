@@ -15,19 +15,6 @@ use lameduck_api::ShutdownPolicy;
 use lameduck_e2e::{TestNamespace, client};
 use serde_json::{Value, json};
 
-#[derive(serde::Deserialize)]
-struct Fixture {
-    valid: Vec<Value>,
-    invalid: Vec<Case>,
-}
-
-#[derive(serde::Deserialize)]
-struct Case {
-    spec: Value,
-    field: String,
-    message: String,
-}
-
 /// Installs (or updates) the CRD the way `lameduck crds | kubectl apply` would, and waits for it.
 async fn install_crd() {
     let crds: Api<CustomResourceDefinition> = Api::all(client().await);
@@ -64,7 +51,7 @@ async fn api_server_enforces_every_rule_with_a_message_naming_the_field() {
         .unwrap()
     };
 
-    for (i, spec) in fixture.valid.iter().enumerate() {
+    for (i, spec) in valid.iter().enumerate() {
         if let Err(err) = api.create(&PostParams::default(), &object(format!("valid-{i}"), spec)).await {
             ns.fail(&format!("valid spec {spec} was refused: {err}")).await;
         }
@@ -78,20 +65,22 @@ async fn api_server_enforces_every_rule_with_a_message_naming_the_field() {
     assert_eq!(stored.data["spec"]["proxy"]["profile"], "Linkerd");
 
     let mut problems = Vec::new();
-    for (i, case) in fixture.invalid.iter().enumerate() {
-        match api.create(&PostParams::default(), &object(format!("invalid-{i}"), &case.spec)).await {
-            Ok(_) => problems.push(format!("accepted: {}", case.spec)),
+    for (i, case) in invalid.iter().enumerate() {
+        let (spec, field, message) =
+            (&case["spec"], case["field"].as_str().unwrap(), case["message"].as_str().unwrap());
+        match api.create(&PostParams::default(), &object(format!("invalid-{i}"), spec)).await {
+            Ok(_) => problems.push(format!("accepted: {spec}")),
             Err(kube::Error::Api(status)) => {
-                let named = status.message.contains(&case.field);
-                let explained = status.message.contains(&case.message);
+                let named = status.message.contains(field);
+                let explained = status.message.contains(message);
                 if status.code != 422 || !named || !explained {
                     problems.push(format!(
-                        "{}: wanted 422 naming {:?} with {:?}, got {} {:?}",
-                        case.spec, case.field, case.message, status.code, status.message
+                        "{spec}: wanted 422 naming {field:?} with {message:?}, got {} {:?}",
+                        status.code, status.message
                     ));
                 }
             }
-            Err(other) => problems.push(format!("{}: {other}", case.spec)),
+            Err(other) => problems.push(format!("{spec}: {other}")),
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
