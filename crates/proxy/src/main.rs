@@ -165,7 +165,8 @@ async fn run(config: Config) -> ExitCode {
         config.settings_file.clone(),
         config.settings_poll_interval,
         Arc::clone(&metrics),
-    );
+    )
+    .await;
 
     let (inbound, outbound, admin_listener) = match (
         bind(config.inbound_addr, "--inbound-addr").await,

@@ -94,9 +94,45 @@ pub(crate) fn apply(base: Settings, file: &BTreeMap<String, String>) -> (Setting
     (settings, errors)
 }
 
+/// The settings file and what was last read from it.
+struct SettingsFile {
+    path: PathBuf,
+    base: Settings,
+    last_text: Option<String>,
+    metrics: Arc<Metrics>,
+}
+
+impl SettingsFile {
+    /// Reads the file; `Some` when its content changed. The read goes through tokio's blocking
+    /// pool: the proxy has one event-loop thread, and a slow filesystem must not stall traffic.
+    async fn load(&mut self) -> Option<Settings> {
+        let text = match tokio::fs::read_to_string(&self.path).await {
+            Ok(text) => text,
+            Err(err) => {
+                if self.last_text.is_some() || err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %self.path.display(), error = %err, "cannot read settings file; keeping current settings");
+                }
+                return None;
+            }
+        };
+        if self.last_text.as_deref() == Some(text.as_str()) {
+            return None;
+        }
+        let (values, mut errors) = parse_annotations(&text);
+        let (settings, apply_errors) = apply(self.base, &values);
+        errors.extend(apply_errors);
+        for error in &errors {
+            self.metrics.settings_errors.inc();
+            tracing::warn!(path = %self.path.display(), %error, "ignoring a settings-file value");
+        }
+        self.last_text = Some(text);
+        Some(settings)
+    }
+}
+
 /// Reads `path` now and then every `interval`, publishing the effective settings. Without a path
 /// the flags' settings never change. Problems are logged and counted; the last good settings stay.
-pub(crate) fn watch(
+pub(crate) async fn watch(
     base: Settings,
     path: Option<PathBuf>,
     interval: Duration,
@@ -104,31 +140,9 @@ pub(crate) fn watch(
 ) -> watch::Receiver<Settings> {
     let (tx, rx) = watch::channel(base);
     let Some(path) = path else { return rx };
-    let load = move |last_text: &mut Option<String>| {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(err) => {
-                if last_text.is_some() || err.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), error = %err, "cannot read settings file; keeping current settings");
-                }
-                return None;
-            }
-        };
-        if last_text.as_deref() == Some(text.as_str()) {
-            return None;
-        }
-        let (values, mut errors) = parse_annotations(&text);
-        let (settings, apply_errors) = apply(base, &values);
-        errors.extend(apply_errors);
-        for error in &errors {
-            metrics.settings_errors.inc();
-            tracing::warn!(path = %path.display(), %error, "ignoring a settings-file value");
-        }
-        *last_text = Some(text);
-        Some(settings)
-    };
-    let mut last_text = None;
-    if let Some(settings) = load(&mut last_text) {
+    let mut file = SettingsFile { path, base, last_text: None, metrics };
+    // The first read completes before the proxy serves, so its first answers use the file.
+    if let Some(settings) = file.load().await {
         tx.send_replace(settings);
     }
     tokio::spawn(async move {
@@ -136,7 +150,7 @@ pub(crate) fn watch(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if let Some(settings) = load(&mut last_text) {
+            if let Some(settings) = file.load().await {
                 if *tx.borrow() != settings {
                     tracing::info!(
                         shutdown_grace_period = %GoDuration::from(settings.shutdown_grace_period),
