@@ -204,7 +204,7 @@ const KNOWN_PROXIES: &[&str] =
 
 /// Durations in messages: `20s`, `1.5s`, `2m0s` as Go prints them, but plain seconds below a
 /// minute and for whole numbers people wrote as seconds (`160s`).
-pub fn show(d: Duration) -> String {
+fn show(d: Duration) -> String {
     if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { GoDuration::from(d).to_string() }
 }
 

@@ -253,3 +253,30 @@ async fn run(config: Config) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lameduck_api::{ProxyProfile, prestop};
+
+    /// What crates/api writes for this binary (the Lameduck profile's exec command, the preStop
+    /// wait it reads) must parse here, or the operator's Exec method and the timing rules break.
+    #[test]
+    fn the_commands_the_api_crate_writes_parse_here() {
+        let exec =
+            ProxyProfile::Lameduck.exec_command(4191).expect("the Lameduck profile has an exec command");
+        match Cli::try_parse_from(&exec).expect("the exec command parses").command {
+            Some(Command::Shutdown(args)) => assert_eq!(args.admin_addr, "127.0.0.1:4191"),
+            other => panic!("{exec:?} parsed as {other:?}"),
+        }
+        let wait = ["lameduck-proxy", prestop::PROXY_WAIT_SUBCOMMAND, prestop::PROXY_WAIT_SECONDS_FLAG, "20"];
+        match Cli::try_parse_from(wait).expect("the preStop wait parses").command {
+            Some(Command::Wait(args)) => assert_eq!(args.seconds, 20),
+            other => panic!("{wait:?} parsed as {other:?}"),
+        }
+        assert_eq!(
+            prestop::exec_delay(&wait.map(String::from)).known(),
+            Some(std::time::Duration::from_secs(20))
+        );
+    }
+}
