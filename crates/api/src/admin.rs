@@ -6,6 +6,11 @@
 /// Body of a `200` answer to `POST /shutdown`.
 pub const ACCEPTED_BODY: &str = "shutdown";
 
+/// Exit code of `lameduck-proxy shutdown` when the proxy answered 404 (endpoint disabled), so a
+/// caller that sees only the exit code (the operator, reading an ephemeral container's status or
+/// an exec's result) knows that only a signal can stop this proxy. Other failures exit 1.
+pub const EXIT_ENDPOINT_DISABLED: i32 = 3;
+
 /// How to turn the endpoint on, for messages shown when it answers 404.
 pub const ENABLE_HINT: &str = "the proxy's /shutdown endpoint is disabled; enable it with \
     --enable-shutdown-endpoint (LAMEDUCK_PROXY_ENABLE_SHUTDOWN_ENDPOINT=true) or a ShutdownPolicy's \

@@ -81,6 +81,37 @@ pub mod env {
     /// Linkerd proxy: `/shutdown` answers 404 unless this is `true`.
     pub const LINKERD_SHUTDOWN_ENDPOINT_ENABLED: &str = "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED";
 
+    /// `lameduck-operator --namespace`.
+    pub const OPERATOR_NAMESPACE: &str = "LAMEDUCK_OPERATOR_NAMESPACE";
+    /// `lameduck-operator --default-profile`.
+    pub const OPERATOR_DEFAULT_PROFILE: &str = "LAMEDUCK_OPERATOR_DEFAULT_PROFILE";
+    /// `lameduck-operator --dry-run`.
+    pub const OPERATOR_DRY_RUN: &str = "LAMEDUCK_OPERATOR_DRY_RUN";
+    /// `lameduck-operator --admin-addr`.
+    pub const OPERATOR_ADMIN_ADDR: &str = "LAMEDUCK_OPERATOR_ADMIN_ADDR";
+    /// `lameduck-operator --ephemeral-image`.
+    pub const OPERATOR_EPHEMERAL_IMAGE: &str = "LAMEDUCK_OPERATOR_EPHEMERAL_IMAGE";
+    /// `lameduck-operator --concurrency`.
+    pub const OPERATOR_CONCURRENCY: &str = "LAMEDUCK_OPERATOR_CONCURRENCY";
+    /// `lameduck-operator --lease-name`.
+    pub const OPERATOR_LEASE_NAME: &str = "LAMEDUCK_OPERATOR_LEASE_NAME";
+    /// `lameduck-operator --lease-namespace`.
+    pub const OPERATOR_LEASE_NAMESPACE: &str = "LAMEDUCK_OPERATOR_LEASE_NAMESPACE";
+    /// `lameduck-operator --lease-duration`.
+    pub const OPERATOR_LEASE_DURATION: &str = "LAMEDUCK_OPERATOR_LEASE_DURATION";
+    /// `lameduck-operator --identity`.
+    pub const OPERATOR_IDENTITY: &str = "LAMEDUCK_OPERATOR_IDENTITY";
+    /// `lameduck-operator --status-interval`.
+    pub const OPERATOR_STATUS_INTERVAL: &str = "LAMEDUCK_OPERATOR_STATUS_INTERVAL";
+    /// `lameduck-operator --log-format`.
+    pub const OPERATOR_LOG_FORMAT: &str = "LAMEDUCK_OPERATOR_LOG_FORMAT";
+    /// `lameduck-operator --log-level`.
+    pub const OPERATOR_LOG_LEVEL: &str = "LAMEDUCK_OPERATOR_LOG_LEVEL";
+    /// The operator's pod name (downward API): its identity in the leader Lease and in events.
+    pub const POD_NAME: &str = "POD_NAME";
+    /// The operator's namespace (downward API): where its Lease lives.
+    pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+
     /// `lameduck-await --port`.
     pub const AWAIT_PORT: &str = "LAMEDUCK_AWAIT_PORT";
     /// `lameduck-await --uri`.
@@ -106,6 +137,9 @@ pub mod annotations {
     /// The operator's record of shutdown attempts on a pod (JSON), so a restarted operator or a
     /// new leader never repeats an attempt that may have succeeded.
     pub const SHUTDOWN_ATTEMPTS: &str = "lameduck.io/shutdown-attempts";
+    /// Set by the operator once it has reported how its attempts ended (`succeeded` or
+    /// `failed`), so the outcome is counted once however often the pod is looked at again.
+    pub const SHUTDOWN_RESULT: &str = "lameduck.io/shutdown-result";
     /// The `ShutdownPolicy` whose drain settings the webhook applied to a pod.
     pub const POLICY: &str = "lameduck.io/policy";
     /// Drain settings the webhook writes for the proxy's downward-API settings file.
@@ -130,6 +164,31 @@ pub mod annotations {
     pub const LINKERD_NATIVE_SIDECAR_ALPHA: &str = "config.alpha.linkerd.io/proxy-enable-native-sidecar";
 }
 
+/// Reasons of the Kubernetes Events the operator publishes on pods; what `kubectl describe pod`
+/// shows and what alerts match on.
+pub mod events {
+    /// The controller name in each event's `reportingController`.
+    pub const REPORTER: &str = "lameduck-operator";
+    /// The `action` of every event about shutting a proxy down.
+    pub const ACTION: &str = "ShutdownProxy";
+    /// A shutdown call was made and accepted (Normal).
+    pub const SHUTDOWN_REQUESTED: &str = "ShutdownRequested";
+    /// A shutdown call failed; the next method follows (Warning).
+    pub const SHUTDOWN_CALL_FAILED: &str = "ShutdownCallFailed";
+    /// `/shutdown` answered 404: only a signal can stop this proxy (Warning).
+    pub const SHUTDOWN_ENDPOINT_DISABLED: &str = "ShutdownEndpointDisabled";
+    /// The proxy exited 0 after lameduck's attempts (Normal).
+    pub const PROXY_STOPPED: &str = "ProxyStopped";
+    /// The proxy exited non-zero after lameduck's attempts: the pod fails (Warning).
+    pub const PROXY_FAILED: &str = "ProxyFailed";
+    /// Every method of a round failed; the next round follows a backoff (Warning).
+    pub const SHUTDOWN_EXHAUSTED: &str = "ShutdownExhausted";
+    /// With `--dry-run`: what the operator would have done (Normal).
+    pub const DRY_RUN: &str = "DryRunWouldShutDown";
+    /// The attempt annotation could not be read; the pod is left alone (Warning).
+    pub const INVALID_ATTEMPT_LOG: &str = "InvalidAttemptLog";
+}
+
 /// Labels lameduck puts on what it creates.
 pub mod labels {
     /// `app.kubernetes.io/name`.
@@ -138,6 +197,9 @@ pub mod labels {
     pub const COMPONENT: &str = "app.kubernetes.io/component";
     /// `app.kubernetes.io/managed-by`.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// Set by the Job controller on every pod of a Job (CronJob pods are Job pods): what the
+    /// operator's pod watch selects on.
+    pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
     /// The value lameduck uses for [`NAME`] and [`MANAGED_BY`].
     pub const LAMEDUCK: &str = "lameduck";
 }

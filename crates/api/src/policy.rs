@@ -261,7 +261,8 @@ pub struct ShutdownPolicyStatus {
 pub struct ShutdownCounts {
     /// The proxy exited 0.
     pub succeeded: i64,
-    /// The proxy exited non-zero, or every method failed.
+    /// The proxy exited non-zero (the pod fails). Rounds in which every method failed are
+    /// reported by events and metrics, and the pod stays in `stuckPods` until it ends.
     pub failed: i64,
 }
 

@@ -13,9 +13,9 @@ use k8s_openapi::{
     api::core::v1::{Container, ContainerStatus, Pod},
     jiff::{SignedDuration, Timestamp},
 };
-use lameduck_api::{ShutdownMethod, ShutdownPolicySpec};
+use lameduck_api::{ShutdownMethod, ShutdownPolicySpec, admin::EXIT_ENDPOINT_DISABLED};
 
-use crate::attempts::{AttemptLog, Outcome};
+use crate::attempts::{Attempt, AttemptLog, Outcome};
 
 /// The first pause between rounds; it doubles each round.
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
@@ -160,11 +160,47 @@ pub fn decide(pod: &Pod, policy: &ShutdownPolicySpec, log: &AttemptLog, now: Tim
         return Action::Wait { reason: Waiting::Delay, until: Some(ready_at) };
     }
 
-    next_attempt(policy, log, now)
+    next_attempt(policy, log, pod, now)
+}
+
+/// When the last main container exited, if every main container has: the moment lameduck's
+/// latency metrics count from.
+pub fn last_main_exit(pod: &Pod, proxy: &str) -> Option<Timestamp> {
+    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+    let mut last: Option<Timestamp> = None;
+    for container in pod.spec.as_ref()?.containers.iter().filter(|c| c.name != proxy) {
+        let terminated = status_of(statuses, &container.name)?.state.as_ref()?.terminated.as_ref()?;
+        let finished = terminated.finished_at.as_ref()?.0;
+        last = Some(last.map_or(finished, |at| at.max(finished)));
+    }
+    last
+}
+
+/// What an attempt came to: its recorded outcome, corrected by the exit code of the ephemeral
+/// container it added, which runs after the call that created it has returned.
+fn effective_outcome(attempt: &Attempt, pod: &Pod) -> Option<Outcome> {
+    let adds_container =
+        matches!(attempt.method, ShutdownMethod::EphemeralContainer | ShutdownMethod::Signal);
+    if !adds_container || attempt.outcome != Some(Outcome::Sent) {
+        return attempt.outcome.clone();
+    }
+    let name = attempt.ephemeral_container_name();
+    let statuses = pod.status.as_ref().and_then(|s| s.ephemeral_container_statuses.as_ref());
+    let exit_code = status_of(statuses, &name)
+        .and_then(|s| s.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .map(|t| t.exit_code);
+    match exit_code {
+        None | Some(0) => attempt.outcome.clone(),
+        Some(EXIT_ENDPOINT_DISABLED) => Some(Outcome::EndpointDisabled),
+        Some(code) => {
+            Some(Outcome::Failed { message: format!("ephemeral container {name} exited with code {code}") })
+        }
+    }
 }
 
 /// The pod is stuck: the next step in the policy's methods, given what was already tried.
-fn next_attempt(policy: &ShutdownPolicySpec, log: &AttemptLog, now: Timestamp) -> Action {
+fn next_attempt(policy: &ShutdownPolicySpec, log: &AttemptLog, pod: &Pod, now: Timestamp) -> Action {
     let methods = &policy.completion.methods;
     let timeout = policy.completion.attempt_timeout.as_std();
     let number = u32::try_from(log.0.len()).unwrap_or(u32::MAX).saturating_add(1);
@@ -177,7 +213,8 @@ fn next_attempt(policy: &ShutdownPolicySpec, log: &AttemptLog, now: Timestamp) -
 
     // Wait out an attempt that may still work. A failed call needs no waiting.
     let deadline = plus(last.started, timeout);
-    let ended = match &last.outcome {
+    let outcome = effective_outcome(last, pod);
+    let ended = match &outcome {
         Some(Outcome::Failed { .. } | Outcome::EndpointDisabled) => last.started,
         None | Some(Outcome::Sent) if now < deadline => {
             return Action::Verify { number: last.number, method: last.method, deadline };
@@ -187,7 +224,7 @@ fn next_attempt(policy: &ShutdownPolicySpec, log: &AttemptLog, now: Timestamp) -
 
     let tried: Vec<ShutdownMethod> =
         log.0.iter().filter(|a| a.round == last.round).map(|a| a.method).collect();
-    let next = if last.outcome == Some(Outcome::EndpointDisabled) {
+    let next = if outcome == Some(Outcome::EndpointDisabled) {
         // Only a signal can stop a proxy whose /shutdown is off.
         Some(ShutdownMethod::Signal).filter(|m| methods.contains(m) && !tried.contains(m))
     } else {

@@ -1,7 +1,21 @@
-//! lameduck's operator. So far its pure core: what to do with one pod, decided from the pod, its
-//! policy, the attempts already made and the time, with no client in sight. The component that
-//! holds the `kube::Client` and performs the actions comes with the rest of the operator.
+//! lameduck's operator: finishes meshed Job and CronJob pods whose main containers exited while
+//! the proxy keeps running.
+//!
+//! The pure core (`decide`, `summary`, `ephemeral`, `trim`, `applied`) has no client and no
+//! clock; `reconcile` is the one component that acts on pods, `status` the one that writes
+//! `ShutdownPolicy` status.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod applied;
 pub mod attempts;
+pub mod cli;
 pub mod decide;
+pub mod ephemeral;
+pub mod leader;
+pub mod methods;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;
+pub mod summary;
+pub mod trim;

@@ -22,6 +22,9 @@ pub(crate) struct ShutdownArgs {
     /// so the variable the proxy itself reads works here too.
     #[arg(long, env = env::PROXY_ADMIN_ADDR, default_value = "127.0.0.1:4191", value_name = "ADDR")]
     pub(crate) admin_addr: String,
+    /// The path to POST: `/shutdown` for lameduck's and Linkerd's proxies.
+    #[arg(long, default_value = paths::SHUTDOWN, value_name = "PATH")]
+    pub(crate) path: String,
     /// Send this signal (TERM, INT, KILL, ...) to `--pid` instead of calling `/shutdown`.
     #[arg(long, value_name = "SIGNAL")]
     pub(crate) signal: Option<String>,
@@ -52,10 +55,17 @@ pub(crate) enum ShutdownError {
     Timeout { addr: SocketAddr, timeout: GoDuration },
     #[error("HTTP exchange with {addr} failed: {source}")]
     Http { addr: SocketAddr, source: hyper::Error },
-    #[error("{0}")]
-    Refused(String),
+    #[error("proxy at {addr}: {}", answer.describe())]
+    Refused { addr: SocketAddr, answer: ShutdownAnswer },
     #[error("cannot send {signal} to PID {pid}: {source}")]
     Signal { signal: Signal, pid: i32, source: nix::Error },
+}
+
+impl ShutdownError {
+    /// The proxy answered 404: its `/shutdown` is off, so only a signal can stop it.
+    pub(crate) fn is_endpoint_disabled(&self) -> bool {
+        matches!(self, Self::Refused { answer: ShutdownAnswer::Disabled, .. })
+    }
 }
 
 /// Parses `TERM`, `SIGTERM` or `15`.
@@ -87,6 +97,7 @@ fn admin_target(text: &str) -> Result<SocketAddr, String> {
 /// POSTs `/shutdown` and reports what the proxy answered.
 pub(crate) async fn post_shutdown(
     addr: SocketAddr,
+    path: &str,
     timeout: Duration,
 ) -> Result<ShutdownAnswer, ShutdownError> {
     let exchange = async {
@@ -98,10 +109,10 @@ pub(crate) async fn post_shutdown(
         tokio::spawn(conn);
         let request = Request::builder()
             .method(Method::POST)
-            .uri(paths::SHUTDOWN)
+            .uri(path)
             .header(header::HOST, addr.to_string())
             .body(Empty::<Bytes>::new())
-            .expect("static request is valid");
+            .map_err(|err| ShutdownError::Usage(format!("--path {path:?}: {err}")))?;
         let response =
             sender.send_request(request).await.map_err(|source| ShutdownError::Http { addr, source })?;
         Ok(ShutdownAnswer::from_status(response.status().as_u16()))
@@ -128,11 +139,14 @@ pub(crate) async fn shutdown(args: &ShutdownArgs) -> Result<String, ShutdownErro
         .parse::<GoDuration>()
         .map_err(|err| ShutdownError::Usage(format!("--timeout: {err}")))?
         .as_std();
-    let answer = post_shutdown(addr, timeout).await?;
+    if !args.path.starts_with('/') {
+        return Err(ShutdownError::Usage(format!("--path: {:?} must start with /", args.path)));
+    }
+    let answer = post_shutdown(addr, &args.path, timeout).await?;
     if answer.is_accepted() {
         Ok(format!("proxy at {addr}: {}", answer.describe()))
     } else {
-        Err(ShutdownError::Refused(format!("proxy at {addr}: {}", answer.describe())))
+        Err(ShutdownError::Refused { addr, answer })
     }
 }
 

@@ -87,7 +87,11 @@ fn main() -> ExitCode {
                 }
                 Err(err) => {
                     eprintln!("error: {err}");
-                    ExitCode::FAILURE
+                    if err.is_endpoint_disabled() {
+                        ExitCode::from(lameduck_api::admin::EXIT_ENDPOINT_DISABLED as u8)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }

@@ -55,7 +55,8 @@ async fn shutdown_reports_a_disabled_endpoint_with_the_fix() {
     let upstream = Upstream::start().await;
     let mut proxy = Proxy::start(upstream.addr, &[]).await;
     let out = run(&["shutdown", "--admin-addr", &proxy.admin.to_string()]);
-    assert_eq!(out.status.code(), Some(1));
+    // Its own exit code, so the operator can tell "disabled" from "failed" by the code alone.
+    assert_eq!(out.status.code(), Some(lameduck_api::admin::EXIT_ENDPOINT_DISABLED));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("disabled") && stderr.contains("--enable-shutdown-endpoint"), "{stderr}");
     assert!(proxy.is_running());

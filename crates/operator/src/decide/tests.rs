@@ -272,3 +272,46 @@ fn pods_that_restart_always_are_ignored() {
         Action::Ignore(Ignored::RestartsAlways)
     );
 }
+
+/// A stuck pod on which attempt `name` added an ephemeral container that exited with `code`.
+fn with_ephemeral_exit(name: &str, code: i32) -> Pod {
+    let mut pod = stuck();
+    let status: ContainerStatus = serde_yaml_ng::from_str(&format!(
+        "{{name: {name}, ready: false, restartCount: 0, image: x, imageID: x, state: {}}}",
+        exited(code, 1)
+    ))
+    .unwrap();
+    pod.status.as_mut().unwrap().ephemeral_container_statuses = Some(vec![status]);
+    pod
+}
+
+#[test]
+fn ephemeral_container_exit_codes_correct_the_recorded_outcome() {
+    let policy = linkerd_policy();
+    let log = AttemptLog(vec![attempt(1, 1, ShutdownMethod::EphemeralContainer, 2, Some(Outcome::Sent))]);
+    // Not finished yet, or finished 0: the proxy is being given its time.
+    assert!(matches!(decide(&stuck(), &policy, &log, now()), Action::Verify { number: 1, .. }));
+    let pod = with_ephemeral_exit("lameduck-shutdown-1", 0);
+    assert!(matches!(decide(&pod, &policy, &log, now()), Action::Verify { number: 1, .. }));
+    // 3 is `lameduck-proxy shutdown`'s "endpoint disabled": straight to Signal.
+    let pod = with_ephemeral_exit("lameduck-shutdown-1", EXIT_ENDPOINT_DISABLED);
+    assert_eq!(
+        decide(&pod, &policy, &log, now()),
+        Action::Attempt { method: ShutdownMethod::Signal, number: 2, round: 1 }
+    );
+    // Any other failure moves on to the next method without waiting out the timeout.
+    let pod = with_ephemeral_exit("lameduck-shutdown-1", 1);
+    assert_eq!(
+        decide(&pod, &policy, &log, now()),
+        Action::Attempt { method: ShutdownMethod::Signal, number: 2, round: 1 }
+    );
+    // Another attempt's container says nothing about this one.
+    let pod = with_ephemeral_exit("lameduck-shutdown-7", 1);
+    assert!(matches!(decide(&pod, &policy, &log, now()), Action::Verify { number: 1, .. }));
+}
+
+#[test]
+fn last_main_exit_is_the_latest_finish_once_every_main_container_is_done() {
+    assert_eq!(last_main_exit(&stuck(), "linkerd-proxy"), Some(at(-5)));
+    assert_eq!(last_main_exit(&linkerd_job_pod(RUNNING, RUNNING), "linkerd-proxy"), None);
+}

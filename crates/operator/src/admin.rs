@@ -1,0 +1,82 @@
+//! The operator's own HTTP server: `/live`, `/ready` (200 once every cache has synced) and
+//! `/metrics`.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use lameduck_api::names::paths;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::metrics::Metrics;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(body.into()))
+        .expect("static response is valid")
+}
+
+/// Answers one request.
+pub fn respond(method: &Method, path: &str, ready: bool, metrics: &Metrics) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    match path {
+        paths::LIVE => text(StatusCode::OK, "live\n"),
+        paths::READY if ready => text(StatusCode::OK, "ready\n"),
+        paths::READY => text(StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet\n"),
+        paths::METRICS => text(StatusCode::OK, metrics.encode()),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Serves until the process ends.
+pub async fn serve(listener: TcpListener, ready: watch::Receiver<bool>, metrics: Metrics) {
+    let shared = Arc::new((ready, metrics));
+    loop {
+        let (stream, _peer): (_, SocketAddr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(error = %err, "admin accept failed");
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let shared = shared.clone();
+                async move {
+                    let ready = *shared.0.borrow();
+                    Ok::<_, Infallible>(respond(request.method(), request.uri().path(), ready, &shared.1))
+                }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_after_sync_and_metrics_in_text_format() {
+        let metrics = Metrics::new();
+        assert_eq!(respond(&Method::GET, "/ready", false, &metrics).status(), 503);
+        assert_eq!(respond(&Method::GET, "/ready", true, &metrics).status(), 200);
+        assert_eq!(respond(&Method::GET, "/live", false, &metrics).status(), 200);
+        assert_eq!(respond(&Method::GET, "/metrics", false, &metrics).status(), 200);
+        assert_eq!(respond(&Method::POST, "/metrics", true, &metrics).status(), 405);
+        assert_eq!(respond(&Method::GET, "/nope", true, &metrics).status(), 404);
+    }
+}

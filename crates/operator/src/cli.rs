@@ -1,0 +1,209 @@
+//! The operator's command line. Every flag also reads an environment variable
+//! `LAMEDUCK_OPERATOR_<FLAG>`; the names live in `lameduck_api::names::env`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use lameduck_api::{
+    GoDuration, ProxyProfile, ShutdownPolicySpec,
+    names::{env, images},
+};
+
+use crate::{applied::default_spec, leader::LeaseSettings};
+
+/// Finishes meshed Job and CronJob pods whose main containers exited while the proxy runs.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "lameduck-operator", version)]
+pub struct Cli {
+    /// Watch only these namespaces (repeat the flag or separate with commas); all when empty.
+    #[arg(long = "namespace", env = env::OPERATOR_NAMESPACE, value_delimiter = ',', value_name = "NS")]
+    pub namespaces: Vec<String>,
+    /// Also handle Job pods that no ShutdownPolicy selects, with this proxy profile's defaults.
+    #[arg(long, env = env::OPERATOR_DEFAULT_PROFILE, value_name = "PROFILE")]
+    pub default_profile: Option<DefaultProfile>,
+    /// Observe and report (events, metrics, status) without shutting any proxy down.
+    #[arg(long, env = env::OPERATOR_DRY_RUN)]
+    pub dry_run: bool,
+    /// `/live`, `/ready` and `/metrics`.
+    #[arg(long, env = env::OPERATOR_ADMIN_ADDR, default_value = "0.0.0.0:9090", value_name = "ADDR")]
+    pub admin_addr: String,
+    /// Image of the EphemeralContainer and Signal methods when a policy names none.
+    #[arg(long, env = env::OPERATOR_EPHEMERAL_IMAGE, default_value = images::PROXY, value_name = "IMAGE")]
+    pub ephemeral_image: String,
+    /// Pods reconciled at once; a shutdown call can take up to a policy's attemptTimeout.
+    #[arg(long, env = env::OPERATOR_CONCURRENCY, default_value_t = 16, value_name = "N")]
+    pub concurrency: u16,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = env::OPERATOR_LEASE_NAME, default_value = "lameduck-operator", value_name = "NAME")]
+    pub lease_name: String,
+    /// Namespace of the Lease; defaults to $POD_NAMESPACE, else the first --namespace, else `default`.
+    #[arg(long, env = env::OPERATOR_LEASE_NAMESPACE, value_name = "NS")]
+    pub lease_namespace: Option<String>,
+    /// How long the Lease holds without renewal: the longest a new leader waits after a crash.
+    #[arg(long, env = env::OPERATOR_LEASE_DURATION, default_value = "15s", value_name = "DURATION")]
+    pub lease_duration: String,
+    /// This replica's name in the Lease and in events; defaults to $POD_NAME, else host and PID.
+    #[arg(long, env = env::OPERATOR_IDENTITY, value_name = "NAME")]
+    pub identity: Option<String>,
+    /// How often gauges and ShutdownPolicy statuses are brought up to date.
+    #[arg(long, env = env::OPERATOR_STATUS_INTERVAL, default_value = "5s", value_name = "DURATION")]
+    pub status_interval: String,
+    /// `plain` or `json`.
+    #[arg(long, env = env::OPERATOR_LOG_FORMAT, default_value = "plain", value_name = "FORMAT")]
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `lameduck_operator=debug`.
+    #[arg(long, env = env::OPERATOR_LOG_LEVEL, default_value = "info", value_name = "FILTER")]
+    pub log_level: String,
+}
+
+/// The profiles `--default-profile` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DefaultProfile {
+    Linkerd,
+    Lameduck,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub namespaces: Vec<String>,
+    pub default: Option<ShutdownPolicySpec>,
+    pub dry_run: bool,
+    pub admin_addr: SocketAddr,
+    pub ephemeral_image: String,
+    pub concurrency: u16,
+    pub lease: LeaseSettings,
+    pub status_interval: Duration,
+}
+
+fn duration(flag: &str, text: &str) -> Result<Duration, String> {
+    let value: GoDuration = text.parse().map_err(|err| format!("--{flag}: {err}"))?;
+    match value.as_std() {
+        Duration::ZERO => Err(format!("--{flag}: must be more than 0s")),
+        d => Ok(d),
+    }
+}
+
+impl Cli {
+    /// Checks every flag; each error names its flag. `env_pod` is ($POD_NAME, $POD_NAMESPACE).
+    pub fn validate(
+        &self,
+        pod_name: Option<String>,
+        pod_namespace: Option<String>,
+    ) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let admin_addr = self.admin_addr.parse::<SocketAddr>().map_err(|_| {
+            errors.push(format!("--admin-addr: {:?} is not an address such as 0.0.0.0:9090", self.admin_addr))
+        });
+        let lease_duration = duration("lease-duration", &self.lease_duration).map_err(|e| errors.push(e));
+        let status_interval = duration("status-interval", &self.status_interval).map_err(|e| errors.push(e));
+        for namespace in &self.namespaces {
+            if namespace.is_empty()
+                || namespace.len() > 63
+                || !namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                errors.push(format!("--namespace: {namespace:?} is not a namespace name"));
+            }
+        }
+        if self.concurrency == 0 {
+            errors.push("--concurrency: must be at least 1".to_owned());
+        }
+        if self.ephemeral_image.trim().is_empty() || self.ephemeral_image.contains(' ') {
+            errors.push(format!("--ephemeral-image: {:?} is not an image reference", self.ephemeral_image));
+        }
+        let (Ok(admin_addr), Ok(lease_duration), Ok(status_interval), true) =
+            (admin_addr, lease_duration, status_interval, errors.is_empty())
+        else {
+            return Err(errors);
+        };
+        let lease_namespace = self
+            .lease_namespace
+            .clone()
+            .or(pod_namespace)
+            .or_else(|| self.namespaces.first().cloned())
+            .unwrap_or_else(|| "default".to_owned());
+        let identity = self.identity.clone().or(pod_name).unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        Ok(Config {
+            namespaces: self.namespaces.clone(),
+            default: self.default_profile.map(|p| {
+                default_spec(match p {
+                    DefaultProfile::Linkerd => ProxyProfile::Linkerd,
+                    DefaultProfile::Lameduck => ProxyProfile::Lameduck,
+                })
+            }),
+            dry_run: self.dry_run,
+            admin_addr,
+            ephemeral_image: self.ephemeral_image.clone(),
+            concurrency: self.concurrency,
+            lease: LeaseSettings {
+                namespace: lease_namespace,
+                name: self.lease_name.clone(),
+                identity,
+                duration_secs: lease_duration.as_secs().max(1),
+            },
+            status_interval,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("lameduck-operator").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_watch_everything_and_act() {
+        let config = parse(&[]).validate(Some("op-0".into()), Some("lameduck".into())).unwrap();
+        assert!(config.namespaces.is_empty() && !config.dry_run && config.default.is_none());
+        assert_eq!(config.lease.namespace, "lameduck");
+        assert_eq!(config.lease.identity, "op-0");
+        assert_eq!(config.lease.duration_secs, 15);
+        assert_eq!(config.ephemeral_image, images::PROXY);
+    }
+
+    #[test]
+    fn namespaces_profile_and_dry_run() {
+        let cli =
+            parse(&["--namespace", "a,b", "--namespace", "c", "--default-profile", "linkerd", "--dry-run"]);
+        let config = cli.validate(None, None).unwrap();
+        assert_eq!(config.namespaces, ["a", "b", "c"]);
+        assert_eq!(config.lease.namespace, "a");
+        assert!(config.dry_run);
+        assert_eq!(config.default.unwrap().proxy.resolve().container_name, "linkerd-proxy");
+    }
+
+    #[test]
+    fn every_bad_flag_is_named() {
+        let cli = parse(&[
+            "--admin-addr",
+            "nowhere",
+            "--lease-duration",
+            "0s",
+            "--status-interval",
+            "soon",
+            "--namespace",
+            "Bad_NS",
+            "--concurrency",
+            "0",
+        ]);
+        let errors = cli.validate(None, None).unwrap_err().join("\n");
+        for flag in ["--admin-addr", "--lease-duration", "--status-interval", "--namespace", "--concurrency"]
+        {
+            assert!(errors.contains(flag), "{flag} not named in\n{errors}");
+        }
+        assert!(Cli::try_parse_from(["lameduck-operator", "--default-profile", "istio"]).is_err());
+    }
+}

@@ -1,0 +1,215 @@
+//! `lameduck-operator`: watches Job pods, shuts stuck proxies down, reports.
+#![forbid(unsafe_code)]
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser;
+use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Config as ControllerConfig,
+        events::{Recorder, Reporter},
+        predicates,
+        reflector::{self, ObjectRef},
+        watcher,
+    },
+};
+use lameduck_api::{
+    ShutdownPolicy,
+    names::{env, events, labels},
+};
+use lameduck_operator::{
+    admin,
+    cli::{Cli, Config, LogFormat},
+    leader,
+    metrics::Metrics,
+    reconcile::{Context, PendingCounts, Settings, error_policy, reconcile},
+    status::{self, Scope},
+    trim::trim,
+};
+use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli.validate(std::env::var(env::POD_NAME).ok(), std::env::var(env::POD_NAMESPACE).ok())
+    {
+        Ok(config) => config,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("error: {error}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.log_format, &cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes client configuration (in-cluster service account, or KUBECONFIG)")?;
+    let metrics = Metrics::new();
+    let listener = TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("--admin-addr {}: cannot listen", config.admin_addr))?;
+    let (ready_tx, ready_rx) = watch::channel(false);
+    tokio::spawn(admin::serve(listener, ready_rx, metrics.clone()));
+
+    let election = leader::join(client.clone(), &config.lease, metrics.clone()).await.with_context(|| {
+        format!("leader election on Lease {}/{}", config.lease.namespace, config.lease.name)
+    })?;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: events::REPORTER.to_owned(), instance: Some(config.lease.identity.clone()) },
+    );
+    let settings = Settings {
+        dry_run: config.dry_run,
+        default: config.default.clone(),
+        ephemeral_image: config.ephemeral_image.clone(),
+    };
+    tracing::info!(namespaces = ?config.namespaces, dry_run = config.dry_run, identity = %config.lease.identity,
+        default_profile = ?config.default.as_ref().map(|d| d.proxy.profile), "starting");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopping = move || {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let namespaces: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut controllers = Vec::new();
+    let mut scopes = Vec::new();
+    for namespace in namespaces {
+        let (pods_api, policies_api): (Api<Pod>, Api<ShutdownPolicy>) = match &namespace {
+            Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        let (pod_reader, pod_writer) = reflector::store();
+        let (policy_reader, policy_writer) = reflector::store();
+        // Job pods only (CronJob pods are Job pods), trimmed before they are cached.
+        let pods = watcher(pods_api, watcher::Config::default().labels(labels::JOB_NAME))
+            .default_backoff()
+            .modify(trim)
+            .reflect(pod_writer)
+            .applied_objects();
+        // Status writes do not change the generation: only spec changes re-trigger the pods.
+        let policies = watcher(policies_api, watcher::Config::default())
+            .default_backoff()
+            .modify(|p| p.managed_fields_mut().clear())
+            .reflect(policy_writer)
+            .applied_objects()
+            .predicate_filter(predicates::generation, Default::default());
+        let pending = Arc::new(PendingCounts::default());
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            policy_reader.clone(),
+            settings.clone(),
+            election.is_leader.clone(),
+            metrics.clone(),
+            recorder.clone(),
+            pending.clone(),
+        ));
+        let mapper_pods = pod_reader.clone();
+        let controller = Controller::for_stream(pods, pod_reader.clone())
+            .with_config(ControllerConfig::default().concurrency(config.concurrency))
+            .watches_stream(policies, move |policy: ShutdownPolicy| {
+                let namespace = policy.namespace();
+                mapper_pods
+                    .state()
+                    .into_iter()
+                    .filter(|pod| pod.namespace() == namespace)
+                    .map(|pod| ObjectRef::from(pod.as_ref()))
+                    .collect::<Vec<_>>()
+            })
+            .reconcile_all_on(leader::elected(election.is_leader.clone()))
+            .graceful_shutdown_on(stopping())
+            .run(reconcile, error_policy, ctx)
+            .for_each(|_| future::ready(()));
+        controllers.push(controller);
+        scopes.push(Scope { pods: pod_reader, policies: policy_reader, pending });
+    }
+
+    let synced = scopes.clone();
+    tokio::spawn(async move {
+        for scope in &synced {
+            let (Ok(()), Ok(())) =
+                tokio::join!(scope.pods.wait_until_ready(), scope.policies.wait_until_ready())
+            else {
+                return;
+            };
+        }
+        tracing::info!("caches synced; ready");
+        let _ = ready_tx.send(true);
+    });
+    let status_task = tokio::spawn(status::run(
+        client.clone(),
+        scopes,
+        config.default.clone(),
+        metrics.clone(),
+        election.is_leader.clone(),
+        config.status_interval,
+    ));
+
+    let controllers = future::join_all(controllers);
+    tokio::pin!(controllers);
+    tokio::select! {
+        _ = &mut controllers => anyhow::bail!("the pod watch ended"),
+        _ = terminated() => tracing::info!("terminating: finishing reconciles in flight"),
+    }
+    let _ = stop_tx.send(true);
+    // Reconciles in flight finish (each is bounded by its attempt timeout), then the Lease is
+    // released so that another replica takes over at once.
+    if tokio::time::timeout(Duration::from_secs(60), controllers).await.is_err() {
+        tracing::warn!("reconciles still running after 60s; leaving them");
+    }
+    status_task.abort();
+    match tokio::time::timeout(Duration::from_secs(5), election.resign()).await {
+        Ok(Ok(())) => tracing::info!("left the leader election"),
+        Ok(Err(err)) => tracing::warn!(error = %err, "lease not released; it expires by itself"),
+        Err(_) => tracing::warn!("lease release timed out; it expires by itself"),
+    }
+    Ok(())
+}

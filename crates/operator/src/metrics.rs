@@ -1,0 +1,135 @@
+//! Every metric the operator exports, registered in one place under the `lameduck_` prefix.
+//! Labels stay bounded: method, outcome and reason, never a pod or policy name.
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Seconds, from a fraction of a second (port-forward on an idle cluster) to the 5-minute backoff.
+const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+
+/// The operator's metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Unfinished Job pods a policy (or `--default-profile`) applies to.
+    pub pods_observed: IntGauge,
+    /// Of those, pods whose main containers are done while the proxy runs.
+    pub stuck_pods: IntGauge,
+    /// Shutdown calls by method and outcome (`sent`, `endpoint_disabled`, `failed`, `unknown`,
+    /// `dry_run`).
+    pub shutdown_attempts: IntCounterVec,
+    /// How pods under lameduck's care ended: `succeeded`, `failed` (proxy exited non-zero), and
+    /// `exhausted` for each round in which every method failed.
+    pub shutdowns: IntCounterVec,
+    /// Last main container exit to proxy exit.
+    pub shutdown_latency: Histogram,
+    /// Last main container exit to the first shutdown call (or, with `--dry-run`, the decision).
+    pub action_latency: Histogram,
+    /// Time spent in one reconcile of one pod.
+    pub reconcile_duration: Histogram,
+    /// Failed reconciles, by reason.
+    pub reconcile_errors: IntCounterVec,
+    /// 1 while this replica holds the leader Lease.
+    pub leader: IntGauge,
+}
+
+fn must<T>(result: prometheus::Result<T>) -> T {
+    // Names and labels are constants; a failure here is a programming error caught by tests.
+    result.expect("metric definition is valid")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = must(Registry::new_custom(Some("lameduck".to_owned()), None));
+        let gauge = |name: &str, help: &str| {
+            let metric = must(IntGauge::new(name, help));
+            must(registry.register(Box::new(metric.clone())));
+            metric
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let metric = must(IntCounterVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(metric.clone())));
+            metric
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let metric = must(Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)));
+            must(registry.register(Box::new(metric.clone())));
+            metric
+        };
+        Self {
+            pods_observed: gauge("pods_observed", "Unfinished Job pods that a ShutdownPolicy applies to"),
+            stuck_pods: gauge(
+                "stuck_pods",
+                "Job pods whose main containers have exited while the proxy runs",
+            ),
+            shutdown_attempts: counter_vec(
+                "shutdown_attempts_total",
+                "Proxy shutdown calls, by method and outcome",
+                &["method", "outcome"],
+            ),
+            shutdowns: counter_vec("shutdowns_total", "Pods lameduck finished, by outcome", &["outcome"]),
+            shutdown_latency: histogram(
+                "shutdown_latency_seconds",
+                "From the last main container's exit to the proxy's exit",
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            action_latency: histogram(
+                "action_latency_seconds",
+                "From the last main container's exit to the first shutdown call",
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            reconcile_duration: histogram(
+                "reconcile_duration_seconds",
+                "Time spent deciding about and acting on one pod",
+                prometheus::DEFAULT_BUCKETS.to_vec(),
+            ),
+            reconcile_errors: counter_vec(
+                "reconcile_errors_total",
+                "Failed reconciles, by reason",
+                &["reason"],
+            ),
+            leader: gauge("leader", "1 while this replica holds the leader Lease"),
+            registry,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        must(TextEncoder::new().encode(&self.registry.gather(), &mut out));
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_the_names_in_the_design() {
+        let metrics = Metrics::new();
+        // Vectors appear once they have a child.
+        metrics.shutdown_attempts.with_label_values(&["Exec", "sent"]).inc();
+        metrics.shutdowns.with_label_values(&["succeeded"]).inc();
+        metrics.reconcile_errors.with_label_values(&["kube_api"]).inc();
+        let text = metrics.encode();
+        for name in [
+            "lameduck_pods_observed",
+            "lameduck_stuck_pods",
+            "lameduck_shutdown_attempts_total{method=\"Exec\",outcome=\"sent\"} 1",
+            "lameduck_shutdowns_total{outcome=\"succeeded\"} 1",
+            "lameduck_shutdown_latency_seconds_bucket",
+            "lameduck_action_latency_seconds_bucket",
+            "lameduck_reconcile_duration_seconds_bucket",
+            "lameduck_reconcile_errors_total{reason=\"kube_api\"} 1",
+            "lameduck_leader 0",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! What the operator reports about the pods it watches: the gauges, and each `ShutdownPolicy`'s
+//! status (matched and stuck pods, `Ready`, `Conflict`). Pure: computed from cached pods and
+//! policies; the status writer only compares and patches.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use k8s_openapi::{
+    api::core::v1::Pod,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+use kube::ResourceExt;
+use lameduck_api::{
+    ShutdownCounts, ShutdownPolicy, ShutdownPolicySpec, ShutdownPolicyStatus, policy::conditions, selection,
+};
+
+use crate::{
+    attempts::AttemptLog,
+    decide::{Action, Waiting, decide},
+};
+
+/// Whether a decision means the pod is stuck: its main containers are done and its proxy runs.
+pub fn is_stuck(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::Attempt { .. }
+            | Action::Verify { .. }
+            | Action::Exhausted { .. }
+            | Action::Wait { reason: Waiting::Delay, .. }
+    )
+}
+
+/// One policy's share of the pods.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicySummary {
+    pub matched: i32,
+    pub stuck: i32,
+    /// A pod this policy selects but an older policy wins, and that policy's name.
+    pub conflict: Option<(String, String)>,
+    /// Why the selector could not be used.
+    pub invalid: Option<String>,
+}
+
+/// The pods of one watch scope, summed up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Unfinished Job pods that a policy (or `--default-profile`) applies to.
+    pub observed: i64,
+    /// Of those, the stuck ones.
+    pub stuck: i64,
+    /// By policy namespace and name; every policy given appears.
+    pub policies: BTreeMap<(String, String), PolicySummary>,
+}
+
+fn key(policy: &ShutdownPolicy) -> (String, String) {
+    (policy.namespace().unwrap_or_default(), policy.name_any())
+}
+
+fn is_finished(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+/// Sums up `pods` under `policies`.
+pub fn summarize(
+    policies: &[Arc<ShutdownPolicy>],
+    pods: &[Arc<Pod>],
+    default: Option<&ShutdownPolicySpec>,
+    now: Timestamp,
+) -> Summary {
+    let mut summary = Summary {
+        policies: policies.iter().map(|p| (key(p), PolicySummary::default())).collect(),
+        ..Summary::default()
+    };
+    for pod in pods.iter().filter(|pod| !is_finished(pod)) {
+        let selection =
+            selection::select(policies.iter().map(Arc::as_ref), pod.namespace().as_deref(), pod.labels());
+        for (policy, reason) in &selection.invalid {
+            summary.policies.entry(key(policy)).or_default().invalid = Some(reason.clone());
+        }
+        let spec = match selection.winner {
+            Some(winner) => &winner.spec,
+            None => match default {
+                Some(spec) => spec,
+                None => continue,
+            },
+        };
+        let log = AttemptLog::from_annotations(pod.metadata.annotations.as_ref()).unwrap_or_default();
+        let action = decide(pod, spec, &log, now);
+        if matches!(action, Action::Ignore(_)) {
+            continue;
+        }
+        let stuck = is_stuck(&action);
+        summary.observed += 1;
+        summary.stuck += i64::from(stuck);
+        if let Some(winner) = selection.winner {
+            let entry = summary.policies.entry(key(winner)).or_default();
+            entry.matched += 1;
+            entry.stuck += i32::from(stuck);
+            for loser in &selection.losers {
+                let entry = summary.policies.entry(key(loser)).or_default();
+                entry.conflict.get_or_insert_with(|| (pod.name_any(), winner.name_any()));
+            }
+        }
+    }
+    summary
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if ok { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time: Time(now),
+    }
+}
+
+/// The status `policy` should have, given its summary and its shutdown counts. Conditions keep
+/// their `lastTransitionTime` while their status does not change.
+pub fn desired_status(
+    policy: &ShutdownPolicy,
+    summary: &PolicySummary,
+    shutdowns: ShutdownCounts,
+    now: Timestamp,
+) -> ShutdownPolicyStatus {
+    let generation = policy.metadata.generation;
+    let ready = match &summary.invalid {
+        Some(reason) => {
+            condition(conditions::READY, false, "InvalidSelector", reason.clone(), generation, now)
+        }
+        None => condition(
+            conditions::READY,
+            true,
+            "Accepted",
+            format!("applies to {} pod(s), {} stuck", summary.matched, summary.stuck),
+            generation,
+            now,
+        ),
+    };
+    let conflict = match &summary.conflict {
+        Some((pod, winner)) => condition(
+            conditions::CONFLICT,
+            true,
+            "OlderPolicyWins",
+            format!(
+                "pod {pod} is also selected by ShutdownPolicy {winner}, which is older and applies to it"
+            ),
+            generation,
+            now,
+        ),
+        None => condition(
+            conditions::CONFLICT,
+            false,
+            "NoOverlap",
+            "no older policy selects the same pods".into(),
+            generation,
+            now,
+        ),
+    };
+    let previous = policy.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let conditions = [ready, conflict]
+        .into_iter()
+        .map(|mut c| {
+            if let Some(old) = previous.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
+                c.last_transition_time = old.last_transition_time.clone();
+            }
+            c
+        })
+        .collect();
+    ShutdownPolicyStatus {
+        observed_generation: generation,
+        matched_pods: summary.matched,
+        stuck_pods: summary.stuck,
+        shutdowns,
+        conditions,
+    }
+}
+
+/// Whether two statuses say the same, ignoring only condition timestamps.
+pub fn same_status(a: &ShutdownPolicyStatus, b: &ShutdownPolicyStatus) -> bool {
+    let strip = |s: &ShutdownPolicyStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests;

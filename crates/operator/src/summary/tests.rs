@@ -1,0 +1,120 @@
+use super::*;
+use lameduck_api::{ProxyProfile, ShutdownPolicySpec};
+
+const NOW: &str = "2026-11-21T08:00:00Z";
+
+fn now() -> Timestamp {
+    NOW.parse().unwrap()
+}
+
+fn policy(name: &str, created: &str, selector: &str) -> Arc<ShutdownPolicy> {
+    Arc::new(
+        serde_yaml_ng::from_str(&format!(
+            "metadata: {{name: {name}, namespace: jobs, generation: 3, creationTimestamp: '{created}'}}
+spec: {{selector: {selector}, proxy: {{profile: Lameduck}}}}"
+        ))
+        .unwrap(),
+    )
+}
+
+/// A lameduck Job pod labelled `team`, its main container `main_state`, in `phase`.
+fn pod(name: &str, team: &str, main_state: &str, phase: &str) -> Arc<Pod> {
+    Arc::new(
+        serde_yaml_ng::from_str(&format!(
+            r#"
+metadata:
+  name: {name}
+  namespace: jobs
+  labels: {{team: {team}}}
+  ownerReferences: [{{apiVersion: batch/v1, kind: Job, name: j, uid: u1}}]
+spec:
+  restartPolicy: Never
+  containers: [{{name: main}}, {{name: lameduck-proxy}}]
+status:
+  phase: {phase}
+  containerStatuses:
+  - {{name: main, ready: false, restartCount: 0, image: x, imageID: x, state: {main_state}}}
+  - {{name: lameduck-proxy, ready: true, restartCount: 0, image: x, imageID: x, state: {{running: {{}}}}}}
+"#
+        ))
+        .unwrap(),
+    )
+}
+
+const DONE: &str = "{terminated: {exitCode: 0, finishedAt: '2026-11-21T07:59:00Z'}}";
+const RUNNING: &str = "{running: {}}";
+
+fn key(name: &str) -> (String, String) {
+    ("jobs".to_owned(), name.to_owned())
+}
+
+#[test]
+fn counts_matched_and_stuck_pods_per_policy_and_skips_finished_ones() {
+    let policies = [policy("a", "2026-11-20T00:00:00Z", "{matchLabels: {team: a}}")];
+    let pods = [
+        pod("stuck", "a", DONE, "Running"),
+        pod("busy", "a", RUNNING, "Running"),
+        pod("gone", "a", DONE, "Succeeded"),
+        pod("other", "b", DONE, "Running"),
+    ];
+    let summary = summarize(&policies, &pods, None, now());
+    assert_eq!((summary.observed, summary.stuck), (2, 1));
+    let a = &summary.policies[&key("a")];
+    assert_eq!((a.matched, a.stuck, a.conflict.clone(), a.invalid.clone()), (2, 1, None, None));
+
+    // With --default-profile the unselected pod is observed too, but belongs to no policy.
+    let default = ShutdownPolicySpec {
+        proxy: lameduck_api::ProxySpec { profile: ProxyProfile::Lameduck, ..Default::default() },
+        ..Default::default()
+    };
+    let summary = summarize(&policies, &pods, Some(&default), now());
+    assert_eq!((summary.observed, summary.stuck), (3, 2));
+    assert_eq!(summary.policies[&key("a")].matched, 2);
+}
+
+#[test]
+fn the_younger_of_two_overlapping_policies_reports_the_conflict() {
+    let old = policy("old", "2026-11-20T00:00:00Z", "{}");
+    let young = policy("young", "2026-11-21T00:00:00Z", "{matchLabels: {team: a}}");
+    let summary = summarize(&[young.clone(), old.clone()], &[pod("p1", "a", DONE, "Running")], None, now());
+    assert_eq!(summary.policies[&key("young")].conflict, Some(("p1".into(), "old".into())));
+    assert_eq!(summary.policies[&key("young")].matched, 0);
+    assert_eq!(summary.policies[&key("old")].matched, 1);
+
+    let status = desired_status(&young, &summary.policies[&key("young")], ShutdownCounts::default(), now());
+    let conflict = status.conditions.iter().find(|c| c.type_ == "Conflict").unwrap();
+    assert_eq!(conflict.status, "True");
+    assert!(conflict.message.contains("p1") && conflict.message.contains("old"), "{}", conflict.message);
+    assert_eq!(status.observed_generation, Some(3));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True");
+}
+
+#[test]
+fn an_unusable_selector_makes_the_policy_not_ready() {
+    let bad = policy("bad", "2026-11-20T00:00:00Z", "{matchExpressions: [{key: team, operator: Sideways}]}");
+    let summary = summarize(std::slice::from_ref(&bad), &[pod("p1", "a", DONE, "Running")], None, now());
+    let status = desired_status(&bad, &summary.policies[&key("bad")], ShutdownCounts::default(), now());
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSelector"));
+    assert!(ready.message.contains("spec.selector"), "{}", ready.message);
+}
+
+#[test]
+fn transition_times_survive_while_a_condition_holds() {
+    let mut p = (*policy("a", "2026-11-20T00:00:00Z", "{}")).clone();
+    let summary = PolicySummary { matched: 1, ..PolicySummary::default() };
+    let first = desired_status(&p, &summary, ShutdownCounts::default(), now());
+    p.status = Some(first.clone());
+    let later: Timestamp = "2026-11-21T09:00:00Z".parse().unwrap();
+    let second = desired_status(
+        &p,
+        &PolicySummary { matched: 2, ..summary.clone() },
+        ShutdownCounts::default(),
+        later,
+    );
+    assert_eq!(second.conditions[0].last_transition_time, first.conditions[0].last_transition_time);
+    assert!(!same_status(&first, &second), "matched changed");
+    let third = desired_status(&p, &summary, ShutdownCounts::default(), later);
+    assert!(same_status(&first, &third));
+}
