@@ -4,6 +4,7 @@
 # distroless image. Imports them into the local cluster's containerd when it runs.
 #   localhost/lameduck/proxy:dev    lameduck-proxy (also its `shutdown` and `wait` subcommands)
 #   localhost/lameduck/await:dev    lameduck-await
+#   localhost/lameduck/operator:dev lameduck-operator
 #   localhost/lameduck/testapp:dev  lameduck-testapp and lameduck-await
 # The names are crates/api's `names::images`. Usage: tests/e2e/build-images.sh [--no-import]
 set -euo pipefail
@@ -13,7 +14,7 @@ source "$cluster/lib.sh"
 
 cd "$root"
 log "building release binaries"
-cargo build --release -q -p lameduck-proxy -p lameduck-await -p lameduck-e2e --bins
+cargo build --release -q -p lameduck-proxy -p lameduck-await -p lameduck-operator -p lameduck-e2e --bins
 out="$LAMEDUCK_CACHE/images/lameduck"
 mkdir -p "$out"
 
@@ -45,6 +46,7 @@ image() { # name entrypoint binaries...
 tars=(
   "$(image localhost/lameduck/proxy:dev lameduck-proxy lameduck-proxy)"
   "$(image localhost/lameduck/await:dev lameduck-await lameduck-await)"
+  "$(image localhost/lameduck/operator:dev lameduck-operator lameduck-operator)"
   "$(image localhost/lameduck/testapp:dev lameduck-testapp lameduck-testapp lameduck-await)"
 )
 log "built ${tars[*]}"

@@ -204,11 +204,13 @@ pub mod labels {
     pub const LAMEDUCK: &str = "lameduck";
 }
 
-/// Images built on this machine by `tests/cluster/lameduck-images.sh` (no registry: they are
+/// Images built on this machine by `tests/e2e/build-images.sh` (no registry: they are
 /// imported into containerd and used with `imagePullPolicy: IfNotPresent`).
 pub mod images {
     /// `lameduck-proxy`, which also carries its `shutdown` and `wait` subcommands.
     pub const PROXY: &str = "localhost/lameduck/proxy:dev";
+    /// `lameduck-operator`.
+    pub const OPERATOR: &str = "localhost/lameduck/operator:dev";
     /// `lameduck-await`.
     pub const AWAIT: &str = "localhost/lameduck/await:dev";
     /// The end-to-end tests' app (`lameduck-testapp`), with `lameduck-await` beside it.

@@ -1,7 +1,14 @@
 //! `lameduck-operator`: watches Job pods, shuts stuck proxies down, reports.
 #![forbid(unsafe_code)]
 
-use std::{process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -74,6 +81,16 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
+/// Raises `flag` once the watch has listed everything. (Not `Store::wait_until_ready`: its
+/// readiness future wakes only one waiter, and the controller already waits on the pod store.)
+fn synced_when_listed<K>(flag: Arc<AtomicBool>) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) {
+    move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            flag.store(true, Ordering::Release);
+        }
+    }
+}
+
 async fn terminated() {
     let mut term = tokio::signal::unix::signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
@@ -122,24 +139,30 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let mut controllers = Vec::new();
     let mut scopes = Vec::new();
+    let mut sync_flags = Vec::new();
     for namespace in namespaces {
         let (pods_api, policies_api): (Api<Pod>, Api<ShutdownPolicy>) = match &namespace {
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
         let (pod_reader, pod_writer) = reflector::store();
+        let (pods_synced, policies_synced) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        sync_flags.extend([pods_synced.clone(), policies_synced.clone()]);
         let (policy_reader, policy_writer) = reflector::store();
         // Job pods only (CronJob pods are Job pods), trimmed before they are cached.
         let pods = watcher(pods_api, watcher::Config::default().labels(labels::JOB_NAME))
             .default_backoff()
             .modify(trim)
             .reflect(pod_writer)
+            .inspect(synced_when_listed(pods_synced.clone()))
             .applied_objects();
         // Status writes do not change the generation: only spec changes re-trigger the pods.
         let policies = watcher(policies_api, watcher::Config::default())
             .default_backoff()
             .modify(|p| p.managed_fields_mut().clear())
             .reflect(policy_writer)
+            .inspect(synced_when_listed(policies_synced.clone()))
             .applied_objects()
             .predicate_filter(predicates::generation, Default::default());
         let pending = Arc::new(PendingCounts::default());
@@ -167,19 +190,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .reconcile_all_on(leader::elected(election.is_leader.clone()))
             .graceful_shutdown_on(stopping())
             .run(reconcile, error_policy, ctx)
-            .for_each(|_| future::ready(()));
+            .for_each(|result| {
+                // Reconcile errors are counted and logged by error_policy; what is left here is
+                // the watch itself failing (RBAC, API server unreachable), retried with backoff.
+                if let Err(kube::runtime::controller::Error::QueueError(err)) = result {
+                    tracing::warn!(error = %err, "watch failed; retrying");
+                }
+                future::ready(())
+            });
         controllers.push(controller);
         scopes.push(Scope { pods: pod_reader, policies: policy_reader, pending });
     }
 
-    let synced = scopes.clone();
     tokio::spawn(async move {
-        for scope in &synced {
-            let (Ok(()), Ok(())) =
-                tokio::join!(scope.pods.wait_until_ready(), scope.policies.wait_until_ready())
-            else {
-                return;
-            };
+        while !sync_flags.iter().all(|flag| flag.load(Ordering::Acquire)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tracing::info!("caches synced; ready");
         let _ = ready_tx.send(true);

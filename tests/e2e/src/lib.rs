@@ -17,6 +17,9 @@ use kube::{
 };
 use serde_json::json;
 
+pub mod operator;
+pub mod workloads;
+
 /// The label every test namespace carries, so leftovers are easy to find and delete.
 pub const TEST_LABEL: &str = "lameduck.io/e2e";
 
@@ -208,4 +211,22 @@ pub fn is_running(pod: &Pod, container: &str) -> bool {
 /// The pod's phase (`Pending`, `Running`, `Succeeded`, `Failed`).
 pub fn phase(pod: &Pod) -> &str {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+/// GET `path` from a plain-HTTP server on this machine: the status and the body, or `None` when
+/// it cannot be reached.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(connection);
+    let request = http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }

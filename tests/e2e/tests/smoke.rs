@@ -7,74 +7,17 @@ use std::time::Duration;
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::{
     Api,
-    api::{AttachParams, ListParams, Patch, PatchParams},
+    api::{AttachParams, Patch, PatchParams},
 };
 use lameduck_api::names::{containers, images};
-use lameduck_e2e::{TestNamespace, exit_code, is_running, phase};
+use lameduck_e2e::{
+    TestNamespace, exit_code, is_running, phase,
+    workloads::{job, job_complete, job_pod, proxy_container},
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-fn job_complete(job: Option<&Job>) -> bool {
-    job.and_then(|j| j.status.as_ref())
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Complete" && c.status == "True"))
-}
-
-/// A Job whose `main` container serves for `seconds` and exits 0, with extra pod spec fields.
-fn job(name: &str, seconds: u32, extra: serde_json::Value) -> serde_json::Value {
-    let mut spec = json!({
-        "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": 5,
-        "containers": [{
-            "name": "main",
-            "image": images::TESTAPP,
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["lameduck-testapp", "--listen", "0.0.0.0:8080", "--exit-after", format!("{seconds}s")],
-        }],
-    });
-    for (key, value) in extra.as_object().unwrap() {
-        if key == "containers" {
-            spec["containers"].as_array_mut().unwrap().extend(value.as_array().unwrap().iter().cloned());
-        } else {
-            spec[key] = value.clone();
-        }
-    }
-    json!({
-        "metadata": {"name": name},
-        "spec": {"backoffLimit": 0, "template": {"spec": spec}},
-    })
-}
-
-fn proxy_container(native: bool) -> serde_json::Value {
-    let mut container = json!({
-        "name": containers::LAMEDUCK_PROXY,
-        "image": images::PROXY,
-        "imagePullPolicy": "IfNotPresent",
-        "args": ["--inbound-target", "127.0.0.1:8080", "--enable-shutdown-endpoint"],
-    });
-    if native {
-        container["restartPolicy"] = json!("Always");
-    }
-    container
-}
-
-/// The single pod of a Job, once it exists.
-async fn job_pod(ns: &TestNamespace, job: &str) -> Pod {
-    let pods: Api<Pod> = ns.api();
-    let selector = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
-    let deadline = tokio::time::Instant::now() + MINUTE;
-    loop {
-        if let Some(pod) = pods.list(&selector).await.expect("pods listed").items.into_iter().next() {
-            return pod;
-        }
-        if tokio::time::Instant::now() > deadline {
-            ns.fail(&format!("no pod for Job {job} within a minute")).await;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test]
 async fn plain_job_completes() {

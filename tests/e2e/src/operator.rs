@@ -1,0 +1,194 @@
+//! Runs `lameduck-operator` for one test: a process on this machine, watching only the test's
+//! namespace, authenticated as a ServiceAccount bound to a Role made from the chart's RBAC
+//! rules (`deploy/lameduck/files/operator-rules.yaml`), so a missing permission fails the test.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::Stdio,
+    time::Duration,
+};
+
+use k8s_openapi::api::{
+    authentication::v1::TokenRequest,
+    core::v1::ServiceAccount,
+    rbac::v1::{PolicyRule, Role, RoleBinding},
+};
+use kube::{
+    Api,
+    api::PostParams,
+    config::{AuthInfo, Kubeconfig, NamedAuthInfo, NamedContext},
+};
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::{TestNamespace, logs_dir};
+
+/// The service account the operator runs as in a test namespace.
+const ACCOUNT: &str = "lameduck-operator";
+
+/// The operator binary: `$LAMEDUCK_OPERATOR_BIN`, else the workspace's release build.
+fn binary() -> PathBuf {
+    std::env::var_os("LAMEDUCK_OPERATOR_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/lameduck-operator")
+    })
+}
+
+/// The chart's RBAC rules.
+pub fn rules() -> Vec<PolicyRule> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/lameduck/files/operator-rules.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A running operator; killed when dropped.
+#[derive(Debug)]
+pub struct Operator {
+    child: Child,
+    pub identity: String,
+    pub admin: SocketAddr,
+    pub log: PathBuf,
+}
+
+/// Grants the operator's rules in the namespace (once) and writes a kubeconfig that uses them.
+async fn kubeconfig_for(ns: &TestNamespace) -> PathBuf {
+    let path = PathBuf::from(logs_dir()).join(format!("{}-operator.kubeconfig", ns.name));
+    if path.exists() {
+        return path;
+    }
+    let accounts: Api<ServiceAccount> = ns.api();
+    if accounts.get_opt(ACCOUNT).await.expect("read service account").is_none() {
+        let _: ServiceAccount = ns.create(json!({"metadata": {"name": ACCOUNT}})).await;
+        let _: Role = ns.create(json!({"metadata": {"name": ACCOUNT}, "rules": rules()})).await;
+        let _: RoleBinding = ns
+            .create(json!({
+                "metadata": {"name": ACCOUNT},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ACCOUNT},
+                "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": ns.name}],
+            }))
+            .await;
+    }
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).unwrap();
+    let token = accounts
+        .create_token_request(ACCOUNT, &PostParams::default(), &request)
+        .await
+        .expect("token for the operator's service account")
+        .status
+        .expect("token request status")
+        .token;
+
+    let mut config = Kubeconfig::read().expect("read $KUBECONFIG");
+    let context = config.current_context.clone().expect("a current context");
+    let cluster = config
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .expect("the current context names a cluster");
+    config.auth_infos = vec![NamedAuthInfo {
+        name: ACCOUNT.into(),
+        auth_info: Some(AuthInfo { token: Some(token.into()), ..AuthInfo::default() }),
+        other: Default::default(),
+    }];
+    config.contexts = vec![NamedContext {
+        name: ACCOUNT.into(),
+        context: Some(kube::config::Context {
+            cluster,
+            user: Some(ACCOUNT.into()),
+            namespace: Some(ns.name.clone()),
+            ..kube::config::Context::default()
+        }),
+        other: Default::default(),
+    }];
+    config.current_context = Some(ACCOUNT.into());
+    std::fs::create_dir_all(logs_dir()).expect("logs dir");
+    std::fs::write(&path, serde_json::to_vec(&config).expect("kubeconfig serializes"))
+        .expect("write kubeconfig");
+    path
+}
+
+impl Operator {
+    /// Starts an operator for the namespace and waits until it is ready (caches synced).
+    pub async fn start(ns: &TestNamespace, identity: &str, extra: &[&str]) -> Self {
+        let kubeconfig = kubeconfig_for(ns).await;
+        let admin = {
+            let probe = TcpListener::bind("127.0.0.1:0").expect("a free port");
+            probe.local_addr().unwrap()
+        };
+        let log = PathBuf::from(logs_dir()).join(format!("{}-{identity}.log", ns.name));
+        let file = std::fs::File::create(&log).expect("operator log file");
+        let child = Command::new(binary())
+            .env("KUBECONFIG", &kubeconfig)
+            .env("LAMEDUCK_OPERATOR_LOG_LEVEL", "info,lameduck_operator=debug")
+            .args(["--namespace", &ns.name, "--lease-namespace", &ns.name, "--identity", identity])
+            .args(["--admin-addr", &admin.to_string(), "--lease-duration", "6s", "--status-interval", "1s"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("start {}: {e} (build it with cargo build --release)", binary().display())
+            });
+        let mut operator = Self { child, identity: identity.to_owned(), admin, log };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = operator.child.try_wait() {
+                panic!("operator {identity} exited with {status}; log: {}", operator.log_text());
+            }
+            if operator.get("/ready").await.is_some_and(|(code, _)| code == 200) {
+                return operator;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("operator {identity} not ready within 30s; log: {}", operator.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The operator's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        crate::http_get(self.admin, path).await
+    }
+
+    /// The operator's `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.map(|(_, body)| body).unwrap_or_default()
+    }
+
+    /// The value of one sample in `/metrics`, e.g. `lameduck_leader`.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        sample_value(&self.metrics().await, sample)
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would: no clean-up, no Lease release.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGTERM, as the kubelet sends, and waits for the exit.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("operator exits within 30s of SIGTERM")
+            .expect("operator exit status")
+    }
+}
+
+/// Reads one sample (name with labels, exactly as exported) from Prometheus text.
+pub fn sample_value(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+}
