@@ -1,7 +1,7 @@
 //! lameduck's operator: finishes meshed Job and CronJob pods whose main containers exited while
 //! the proxy keeps running.
 //!
-//! The pure core (`decide`, `summary`, `ephemeral`, `trim`, `applied`) has no client and no
+//! The pure core (`decide`, `summary`, `ephemeral`, `job_pod`, `applied`) has no client and no
 //! clock; `reconcile` is the one component that acts on pods, `status` the one that writes
 //! `ShutdownPolicy` status.
 #![forbid(unsafe_code)]
@@ -12,10 +12,11 @@ pub mod attempts;
 pub mod cli;
 pub mod decide;
 pub mod ephemeral;
+pub mod events;
+pub mod job_pod;
 pub mod leader;
 pub mod methods;
 pub mod metrics;
 pub mod reconcile;
 pub mod status;
 pub mod summary;
-pub mod trim;

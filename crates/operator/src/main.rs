@@ -13,13 +13,11 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser;
 use futures::{StreamExt, future};
-use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
         Controller, WatchStreamExt,
         controller::Config as ControllerConfig,
-        events::{Recorder, Reporter},
         predicates,
         reflector::{self, ObjectRef},
         watcher,
@@ -27,16 +25,17 @@ use kube::{
 };
 use lameduck_api::{
     ShutdownPolicy,
-    names::{env, events, labels},
+    names::{env, labels},
 };
 use lameduck_operator::{
     admin,
     cli::{Cli, Config, LogFormat},
+    events::Publisher,
+    job_pod::JobPod,
     leader,
     metrics::Metrics,
     reconcile::{Context, PendingCounts, Settings, error_policy, reconcile},
     status::{self, Scope},
-    trim::trim,
 };
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 
@@ -113,10 +112,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let election = leader::join(client.clone(), &config.lease, metrics.clone()).await.with_context(|| {
         format!("leader election on Lease {}/{}", config.lease.namespace, config.lease.name)
     })?;
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter { controller: events::REPORTER.to_owned(), instance: Some(config.lease.identity.clone()) },
-    );
+    let publisher = Publisher::new(client.clone(), config.lease.identity.clone());
     let settings = Settings {
         dry_run: config.dry_run,
         default: config.default.clone(),
@@ -141,7 +137,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut scopes = Vec::new();
     let mut sync_flags = Vec::new();
     for namespace in namespaces {
-        let (pods_api, policies_api): (Api<Pod>, Api<ShutdownPolicy>) = match &namespace {
+        let (pods_api, policies_api): (Api<JobPod>, Api<ShutdownPolicy>) = match &namespace {
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
@@ -153,7 +149,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         // Job pods only (CronJob pods are Job pods), trimmed before they are cached.
         let pods = watcher(pods_api, watcher::Config::default().labels(labels::JOB_NAME))
             .default_backoff()
-            .modify(trim)
+            .modify(JobPod::trim)
             .reflect(pod_writer)
             .inspect(synced_when_listed(pods_synced.clone()))
             .applied_objects();
@@ -172,7 +168,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             settings.clone(),
             election.is_leader.clone(),
             metrics.clone(),
-            recorder.clone(),
+            publisher.clone(),
             pending.clone(),
         ));
         let mapper_pods = pod_reader.clone();

@@ -12,11 +12,7 @@ use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{
-        controller::Action as Requeue,
-        events::{Event, EventType, Recorder},
-        reflector::Store,
-    },
+    runtime::{controller::Action as Requeue, reflector::Store},
 };
 use lameduck_api::{
     ShutdownCounts, ShutdownMethod, ShutdownPolicy, ShutdownPolicySpec,
@@ -29,6 +25,8 @@ use crate::{
     applied::{Applied, applied},
     attempts::{Attempt, AttemptLog, AttemptLogError},
     decide::{Action, decide, last_main_exit},
+    events::{EventType, Publisher},
+    job_pod::JobPod,
     methods::{self, Call},
     metrics::Metrics,
 };
@@ -80,7 +78,7 @@ pub struct Context {
     pub settings: Settings,
     pub leader: watch::Receiver<bool>,
     pub metrics: Metrics,
-    pub recorder: Recorder,
+    pub publisher: Publisher,
     pub pending: Arc<PendingCounts>,
     /// Events published once per pod and round without a record on the pod (dry-run decisions,
     /// exhausted rounds). After a restart they may be published once more.
@@ -128,10 +126,10 @@ impl Context {
         settings: Settings,
         leader: watch::Receiver<bool>,
         metrics: Metrics,
-        recorder: Recorder,
+        publisher: Publisher,
         pending: Arc<PendingCounts>,
     ) -> Self {
-        Self { client, policies, settings, leader, metrics, recorder, pending, announced: Mutex::default() }
+        Self { client, policies, settings, leader, metrics, publisher, pending, announced: Mutex::default() }
     }
 
     fn policy_for(&self, pod: &Pod) -> Option<Applied> {
@@ -146,14 +144,7 @@ impl Context {
     }
 
     async fn publish(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: events::ACTION.to_owned(),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&event, &pod.object_ref(&())).await {
+        if let Err(err) = self.publisher.publish(&pod.object_ref(&()), type_, reason, &note).await {
             // An event lost is a message lost, not a reason to stop acting.
             tracing::warn!(pod = %pod.name_any(), reason, error = %err, "cannot publish event");
         }
@@ -167,12 +158,13 @@ impl Context {
 }
 
 /// Decides about one pod and acts.
-pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+pub async fn reconcile(cached: Arc<JobPod>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let _timer = ctx.metrics.reconcile_duration.start_timer();
     if !*ctx.leader.borrow() {
         // Followers keep their caches warm; the new leader reconciles everything on election.
         return Ok(Requeue::await_change());
     }
+    let pod = cached.to_pod();
     let Some(applied) = ctx.policy_for(&pod) else {
         return Ok(Requeue::await_change());
     };
@@ -430,7 +422,7 @@ async fn report(
 }
 
 /// What to do after a failed reconcile.
-pub fn error_policy(pod: Arc<Pod>, error: &Error, ctx: Arc<Context>) -> Requeue {
+pub fn error_policy(pod: Arc<JobPod>, error: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.reconcile_errors.with_label_values(&[error.reason()]).inc();
     tracing::warn!(pod = %pod.name_any(), namespace = ?pod.namespace(), %error, "reconcile failed");
     match error {

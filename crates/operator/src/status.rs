@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams},
@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::{
+    job_pod::JobPod,
     metrics::Metrics,
     reconcile::PendingCounts,
     summary::{Summary, desired_status, same_status, summarize},
@@ -22,7 +23,7 @@ use crate::{
 /// The caches of one watch scope (all namespaces, or one).
 #[derive(Clone)]
 pub struct Scope {
-    pub pods: Store<Pod>,
+    pub pods: Store<JobPod>,
     pub policies: Store<ShutdownPolicy>,
     pub pending: Arc<PendingCounts>,
 }
@@ -51,7 +52,8 @@ pub async fn run(
         let is_leader = *leader.borrow();
         for scope in &scopes {
             let policies = scope.policies.state();
-            let summary = summarize(&policies, &scope.pods.state(), default.as_ref(), now);
+            let pods = scope.pods.state();
+            let summary = summarize(&policies, pods.iter().map(|p| p.to_pod()), default.as_ref(), now);
             total.observed += summary.observed;
             total.stuck += summary.stuck;
             if is_leader {

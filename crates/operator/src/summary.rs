@@ -63,7 +63,7 @@ fn is_finished(pod: &Pod) -> bool {
 /// Sums up `pods` under `policies`.
 pub fn summarize(
     policies: &[Arc<ShutdownPolicy>],
-    pods: &[Arc<Pod>],
+    pods: impl IntoIterator<Item = Pod>,
     default: Option<&ShutdownPolicySpec>,
     now: Timestamp,
 ) -> Summary {
@@ -71,7 +71,7 @@ pub fn summarize(
         policies: policies.iter().map(|p| (key(p), PolicySummary::default())).collect(),
         ..Summary::default()
     };
-    for pod in pods.iter().filter(|pod| !is_finished(pod)) {
+    for pod in pods.into_iter().filter(|pod| !is_finished(pod)) {
         let selection =
             selection::select(policies.iter().map(Arc::as_ref), pod.namespace().as_deref(), pod.labels());
         for (policy, reason) in &selection.invalid {
@@ -85,7 +85,7 @@ pub fn summarize(
             },
         };
         let log = AttemptLog::from_annotations(pod.metadata.annotations.as_ref()).unwrap_or_default();
-        let action = decide(pod, spec, &log, now);
+        let action = decide(&pod, spec, &log, now);
         if matches!(action, Action::Ignore(_)) {
             continue;
         }

@@ -18,10 +18,9 @@ spec: {{selector: {selector}, proxy: {{profile: Lameduck}}}}"
 }
 
 /// A lameduck Job pod labelled `team`, its main container `main_state`, in `phase`.
-fn pod(name: &str, team: &str, main_state: &str, phase: &str) -> Arc<Pod> {
-    Arc::new(
-        serde_yaml_ng::from_str(&format!(
-            r#"
+fn pod(name: &str, team: &str, main_state: &str, phase: &str) -> Pod {
+    serde_yaml_ng::from_str(&format!(
+        r#"
 metadata:
   name: {name}
   namespace: jobs
@@ -36,9 +35,8 @@ status:
   - {{name: main, ready: false, restartCount: 0, image: x, imageID: x, state: {main_state}}}
   - {{name: lameduck-proxy, ready: true, restartCount: 0, image: x, imageID: x, state: {{running: {{}}}}}}
 "#
-        ))
-        .unwrap(),
-    )
+    ))
+    .unwrap()
 }
 
 const DONE: &str = "{terminated: {exitCode: 0, finishedAt: '2026-11-21T07:59:00Z'}}";
@@ -57,7 +55,7 @@ fn counts_matched_and_stuck_pods_per_policy_and_skips_finished_ones() {
         pod("gone", "a", DONE, "Succeeded"),
         pod("other", "b", DONE, "Running"),
     ];
-    let summary = summarize(&policies, &pods, None, now());
+    let summary = summarize(&policies, pods.clone(), None, now());
     assert_eq!((summary.observed, summary.stuck), (2, 1));
     let a = &summary.policies[&key("a")];
     assert_eq!((a.matched, a.stuck, a.conflict.clone(), a.invalid.clone()), (2, 1, None, None));
@@ -67,7 +65,7 @@ fn counts_matched_and_stuck_pods_per_policy_and_skips_finished_ones() {
         proxy: lameduck_api::ProxySpec { profile: ProxyProfile::Lameduck, ..Default::default() },
         ..Default::default()
     };
-    let summary = summarize(&policies, &pods, Some(&default), now());
+    let summary = summarize(&policies, pods.clone(), Some(&default), now());
     assert_eq!((summary.observed, summary.stuck), (3, 2));
     assert_eq!(summary.policies[&key("a")].matched, 2);
 }
@@ -76,7 +74,7 @@ fn counts_matched_and_stuck_pods_per_policy_and_skips_finished_ones() {
 fn the_younger_of_two_overlapping_policies_reports_the_conflict() {
     let old = policy("old", "2026-11-20T00:00:00Z", "{}");
     let young = policy("young", "2026-11-21T00:00:00Z", "{matchLabels: {team: a}}");
-    let summary = summarize(&[young.clone(), old.clone()], &[pod("p1", "a", DONE, "Running")], None, now());
+    let summary = summarize(&[young.clone(), old.clone()], [pod("p1", "a", DONE, "Running")], None, now());
     assert_eq!(summary.policies[&key("young")].conflict, Some(("p1".into(), "old".into())));
     assert_eq!(summary.policies[&key("young")].matched, 0);
     assert_eq!(summary.policies[&key("old")].matched, 1);
@@ -93,7 +91,7 @@ fn the_younger_of_two_overlapping_policies_reports_the_conflict() {
 #[test]
 fn an_unusable_selector_makes_the_policy_not_ready() {
     let bad = policy("bad", "2026-11-20T00:00:00Z", "{matchExpressions: [{key: team, operator: Sideways}]}");
-    let summary = summarize(std::slice::from_ref(&bad), &[pod("p1", "a", DONE, "Running")], None, now());
+    let summary = summarize(std::slice::from_ref(&bad), [pod("p1", "a", DONE, "Running")], None, now());
     let status = desired_status(&bad, &summary.policies[&key("bad")], ShutdownCounts::default(), now());
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSelector"));

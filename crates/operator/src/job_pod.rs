@@ -1,0 +1,264 @@
+//! What the operator caches of a Job pod: a slim type that deserializes only the fields its
+//! decisions and its ephemeral containers read, straight from the API server's JSON. A full
+//! `Pod` is over 2 KiB before any field is set (each `Container` another 2 KiB), so ten thousand
+//! cached `Pod`s cost tens of MiB even when trimmed; this costs a fraction of that. It is turned
+//! back into a (sparse) `Pod` for one decision at a time.
+
+use std::borrow::Cow;
+
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::core::v1::{
+        Container, ContainerState, ContainerStatus, Pod, PodSecurityContext, PodSpec, PodStatus,
+        SecurityContext,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use lameduck_api::names::annotations;
+use serde::Deserialize;
+
+/// Ephemeral containers of other tools are none of lameduck's business.
+const OWN_EPHEMERAL_PREFIX: &str = "lameduck-shutdown-";
+
+/// A Job pod as the operator caches it.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPod {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: Spec,
+    #[serde(default)]
+    pub status: Status,
+}
+
+/// The parts of `PodSpec` that are read.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    #[serde(default)]
+    pub restart_policy: Option<String>,
+    #[serde(default)]
+    pub containers: Vec<SlimContainer>,
+    #[serde(default)]
+    pub init_containers: Vec<SlimContainer>,
+    #[serde(default)]
+    pub security_context: Option<UserIds>,
+}
+
+/// A container's name, restart policy (native sidecars) and user.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlimContainer {
+    pub name: String,
+    #[serde(default)]
+    pub restart_policy: Option<String>,
+    #[serde(default)]
+    pub security_context: Option<UserIds>,
+}
+
+/// The user and group a container or pod runs as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserIds {
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
+}
+
+/// The parts of `PodStatus` that are read.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    #[serde(default)]
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub container_statuses: Vec<SlimStatus>,
+    #[serde(default)]
+    pub ephemeral_container_statuses: Vec<SlimStatus>,
+}
+
+/// A container's state.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlimStatus {
+    pub name: String,
+    #[serde(default)]
+    pub restart_count: i32,
+    #[serde(default)]
+    pub state: Option<ContainerState>,
+}
+
+impl kube::Resource for JobPod {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("Pod")
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("v1")
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("pods")
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl JobPod {
+    /// Drops what is still too much: managed fields, other annotations, other tools' ephemeral
+    /// containers, termination messages (up to 4 KiB each).
+    pub fn trim(&mut self) {
+        let meta = &mut self.metadata;
+        meta.managed_fields = None;
+        meta.finalizers = None;
+        meta.generate_name = None;
+        if let Some(map) = meta.annotations.as_mut() {
+            map.retain(|key, _| key == annotations::SHUTDOWN_ATTEMPTS || key == annotations::SHUTDOWN_RESULT);
+        }
+        self.status.ephemeral_container_statuses.retain(|s| s.name.starts_with(OWN_EPHEMERAL_PREFIX));
+        for status in
+            self.status.container_statuses.iter_mut().chain(&mut self.status.ephemeral_container_statuses)
+        {
+            if let Some(state) = status.state.as_mut() {
+                if let Some(t) = state.terminated.as_mut() {
+                    t.message = None;
+                    t.container_id = None;
+                }
+                if let Some(w) = state.waiting.as_mut() {
+                    w.message = None;
+                }
+            }
+        }
+    }
+
+    /// A `Pod` with just these fields, for `decide` and the shutdown methods.
+    pub fn to_pod(&self) -> Pod {
+        let container = |c: &SlimContainer| Container {
+            name: c.name.clone(),
+            restart_policy: c.restart_policy.clone(),
+            security_context: c.security_context.map(|ids| SecurityContext {
+                run_as_user: ids.run_as_user,
+                run_as_group: ids.run_as_group,
+                ..SecurityContext::default()
+            }),
+            ..Container::default()
+        };
+        let status = |s: &SlimStatus| ContainerStatus {
+            name: s.name.clone(),
+            restart_count: s.restart_count,
+            state: s.state.clone(),
+            ..ContainerStatus::default()
+        };
+        let spec = &self.spec;
+        let status_of = &self.status;
+        Pod {
+            metadata: self.metadata.clone(),
+            spec: Some(PodSpec {
+                restart_policy: spec.restart_policy.clone(),
+                containers: spec.containers.iter().map(container).collect(),
+                init_containers: (!spec.init_containers.is_empty())
+                    .then(|| spec.init_containers.iter().map(container).collect()),
+                security_context: spec.security_context.map(|ids| PodSecurityContext {
+                    run_as_user: ids.run_as_user,
+                    run_as_group: ids.run_as_group,
+                    ..PodSecurityContext::default()
+                }),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                phase: status_of.phase.clone(),
+                container_statuses: Some(status_of.container_statuses.iter().map(status).collect()),
+                ephemeral_container_statuses: (!status_of.ephemeral_container_statuses.is_empty())
+                    .then(|| status_of.ephemeral_container_statuses.iter().map(status).collect()),
+                ..PodStatus::default()
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{attempts::AttemptLog, decide::decide};
+    use lameduck_api::ShutdownPolicySpec;
+
+    const FULL_POD: &str = r#"
+metadata:
+  name: report-abc
+  namespace: jobs
+  uid: u-1
+  labels: {batch.kubernetes.io/job-name: report}
+  annotations:
+    lameduck.io/shutdown-attempts: '[]'
+    kubectl.kubernetes.io/last-applied-configuration: '{"a": "very long blob"}'
+  ownerReferences: [{apiVersion: batch/v1, kind: Job, name: report, uid: u1}]
+  managedFields: [{manager: kubelet, operation: Update}]
+spec:
+  restartPolicy: Never
+  nodeName: node-1
+  volumes: [{name: data, emptyDir: {}}]
+  securityContext: {runAsUser: 1000, fsGroup: 2000}
+  containers:
+  - name: main
+    image: app
+    env: [{name: A, value: b}]
+    command: [run, --long, --list, --of, --flags]
+  - name: linkerd-proxy
+    image: proxy
+    securityContext: {runAsUser: 2102, readOnlyRootFilesystem: true}
+status:
+  phase: Running
+  podIP: 10.0.0.1
+  conditions: [{type: Ready, status: "False"}]
+  containerStatuses:
+  - {name: main, ready: false, restartCount: 0, image: app, imageID: sha, containerID: c1,
+     state: {terminated: {exitCode: 0, finishedAt: '2026-11-21T07:59:55Z', message: "done and dusted"}}}
+  - {name: linkerd-proxy, ready: true, restartCount: 0, image: proxy, imageID: sha,
+     state: {running: {startedAt: '2026-11-21T07:00:00Z'}}}
+  ephemeralContainerStatuses:
+  - {name: debugger, ready: false, restartCount: 0, image: x, imageID: x, state: {running: {}}}
+  - {name: lameduck-shutdown-1, ready: false, restartCount: 0, image: x, imageID: x,
+     state: {terminated: {exitCode: 3}}}
+"#;
+
+    #[test]
+    fn keeps_what_decisions_read_and_drops_the_rest() {
+        let full: Pod = serde_yaml_ng::from_str(FULL_POD).unwrap();
+        let mut slim: JobPod = serde_yaml_ng::from_str(FULL_POD).unwrap();
+        slim.trim();
+        let trimmed = slim.to_pod();
+
+        let meta = &trimmed.metadata;
+        assert!(meta.managed_fields.is_none());
+        assert_eq!(meta.annotations.as_ref().unwrap().len(), 1, "only lameduck's annotations stay");
+        assert_eq!(meta.labels, full.metadata.labels);
+        assert_eq!(meta.owner_references, full.metadata.owner_references);
+        let spec = trimmed.spec.as_ref().unwrap();
+        assert!(spec.volumes.is_none());
+        assert!(spec.containers[0].env.is_none() && spec.containers[0].command.is_none());
+        assert_eq!(spec.containers[1].security_context.as_ref().unwrap().run_as_user, Some(2102));
+        assert_eq!(spec.security_context.as_ref().unwrap().run_as_user, Some(1000));
+        let status = trimmed.status.as_ref().unwrap();
+        assert!(status.conditions.is_none() && status.pod_ip.is_none());
+        let ephemeral = status.ephemeral_container_statuses.as_ref().unwrap();
+        assert_eq!(ephemeral.len(), 1, "only lameduck's ephemeral containers stay");
+        assert_eq!(ephemeral[0].name, "lameduck-shutdown-1");
+
+        // The decision is the same on the trimmed pod as on the full one.
+        let policy = ShutdownPolicySpec::default();
+        let now = "2026-11-21T08:00:00Z".parse().unwrap();
+        let log = AttemptLog::default();
+        assert_eq!(decide(&trimmed, &policy, &log, now), decide(&full, &policy, &log, now));
+
+        assert_eq!(slim.spec.containers[1].security_context.unwrap().run_as_user, Some(2102));
+    }
+}
