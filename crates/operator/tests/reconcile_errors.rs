@@ -1,0 +1,124 @@
+//! Error paths of the reconciler that a real API server will not produce on demand, against
+//! kube's mock service: a lost race on the attempt record, and a failing API.
+
+use std::{sync::Arc, time::Duration};
+
+use http::{Request, Response};
+use kube::{
+    Client,
+    client::Body,
+    runtime::{controller::Action as Requeue, reflector, watcher},
+};
+use lameduck_api::{ShutdownPolicy, names::annotations};
+use lameduck_operator::{
+    events::Publisher,
+    job_pod::JobPod,
+    metrics::Metrics,
+    reconcile::{Context, Error, PendingCounts, Settings, error_policy, reconcile},
+};
+use serde_json::json;
+use tokio::sync::watch;
+use tower_test::mock::Handle;
+
+/// A stuck pod: main exited 5s ago, the proxy runs, no attempt yet.
+fn stuck_pod() -> JobPod {
+    let finished = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(5);
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": "report-abc", "namespace": "jobs", "uid": "u-1", "resourceVersion": "41",
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "report", "uid": "j-1"}],
+        },
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main"}, {"name": "lameduck-proxy"}]},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"name": "main", "restartCount": 0, "state": {"terminated": {"exitCode": 0, "finishedAt": finished.to_string()}}},
+            {"name": "lameduck-proxy", "restartCount": 0, "state": {"running": {}}},
+        ]},
+    }))
+    .unwrap()
+}
+
+/// The mock API server's end.
+type ApiServer = Handle<Request<Body>, Response<Body>>;
+
+/// A context whose client is the mock, with one Lameduck policy for namespace `jobs`.
+fn context() -> (Arc<Context>, ApiServer, watch::Sender<bool>) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "jobs");
+    let (policies, mut writer) = reflector::store::<ShutdownPolicy>();
+    let policy: ShutdownPolicy = serde_json::from_value(json!({
+        "apiVersion": "lameduck.io/v1alpha1", "kind": "ShutdownPolicy",
+        "metadata": {"name": "jobs", "namespace": "jobs", "creationTimestamp": "2026-11-21T00:00:00Z"},
+        "spec": {"proxy": {"profile": "Lameduck"}, "completion": {"methods": ["PortForward"]}},
+    }))
+    .unwrap();
+    writer.apply_watcher_event(&watcher::Event::Apply(policy));
+    let (leader_tx, leader) = watch::channel(true);
+    let settings = Settings { dry_run: false, default: None, ephemeral_image: "img".into() };
+    let ctx = Context::new(
+        client.clone(),
+        policies,
+        settings,
+        leader,
+        Metrics::new(),
+        Publisher::new(client, "test".into()),
+        Arc::new(PendingCounts::default()),
+    );
+    (Arc::new(ctx), handle, leader_tx)
+}
+
+fn status(code: u16, reason: &str) -> Response<Body> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason,
+        "message": format!("simulated {reason}")});
+    Response::builder().status(code).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap()
+}
+
+#[tokio::test]
+async fn a_lost_race_on_the_attempt_record_makes_no_call() {
+    let (ctx, mut server, _leader) = context();
+    let api = tokio::spawn(async move {
+        let (request, respond) = server.next_request().await.expect("the attempt is written first");
+        assert_eq!(request.method(), http::Method::PATCH);
+        assert_eq!(request.uri().path(), "/api/v1/namespaces/jobs/pods/report-abc");
+        let body = http_body_util::BodyExt::collect(request.into_body()).await.unwrap().to_bytes();
+        let patch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        // Conditional on the cached version, and the attempt is in it before any call.
+        assert_eq!(patch["metadata"]["resourceVersion"], "41");
+        let log = patch["metadata"]["annotations"][annotations::SHUTDOWN_ATTEMPTS].as_str().unwrap();
+        assert!(log.contains("PortForward"), "{log}");
+        respond.send_response(status(409, "Conflict"));
+        // Nothing else: no port-forward, no event.
+        // (`None`: the client was dropped, which also means no call.)
+        let next = tokio::time::timeout(Duration::from_millis(300), server.next_request()).await;
+        if let Ok(Some((request, _))) = next {
+            panic!("a call was made after losing the record: {} {}", request.method(), request.uri());
+        }
+    });
+    let action = reconcile(Arc::new(stuck_pod()), ctx).await.expect("a conflict is not an error");
+    assert_eq!(action, Requeue::requeue(Duration::from_millis(500)));
+    api.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_api_failure_is_a_counted_reconcile_error_and_a_retry() {
+    let (ctx, mut server, _leader) = context();
+    let api = tokio::spawn(async move {
+        let (_, respond) = server.next_request().await.expect("the attempt is written first");
+        respond.send_response(status(500, "InternalError"));
+    });
+    let pod = Arc::new(stuck_pod());
+    let error = reconcile(pod.clone(), ctx.clone()).await.expect_err("the record could not be written");
+    assert!(matches!(error, Error::Kube(_)), "{error}");
+    assert_eq!(error_policy(pod, &error, ctx.clone()), Requeue::requeue(Duration::from_secs(5)));
+    assert_eq!(ctx.metrics.reconcile_errors.with_label_values(&["kube_api"]).get(), 1);
+    api.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_follower_touches_nothing() {
+    let (ctx, mut server, leader) = context();
+    leader.send_replace(false);
+    let action = reconcile(Arc::new(stuck_pod()), ctx).await.unwrap();
+    assert_eq!(action, Requeue::await_change());
+    let next = tokio::time::timeout(Duration::from_millis(100), server.next_request()).await;
+    assert!(matches!(next, Err(_) | Ok(None)), "a follower made a request");
+}
