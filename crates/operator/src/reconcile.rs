@@ -395,7 +395,8 @@ async fn report(
         (Some(main), Some(proxy)) => {
             let seconds = seconds_between(main, proxy);
             ctx.metrics.shutdown_latency.observe(seconds);
-            format!(" {seconds:.1}s after the last main container")
+            // Both times come from container statuses, which have one-second resolution.
+            format!(" {seconds:.0}s after the last main container exited,")
         }
         _ => String::new(),
     };
