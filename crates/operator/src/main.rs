@@ -34,7 +34,7 @@ use lameduck_operator::{
     job_pod::JobPod,
     leader,
     metrics::Metrics,
-    reconcile::{Context, PendingCounts, Settings, error_policy, reconcile},
+    reconcile::{Bookkeeping, Context, Settings, error_policy, reconcile},
     status::{self, Scope},
 };
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
@@ -161,7 +161,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .inspect(synced_when_listed(policies_synced.clone()))
             .applied_objects()
             .predicate_filter(predicates::generation, Default::default());
-        let pending = Arc::new(PendingCounts::default());
+        let books = Arc::new(Bookkeeping::default());
         let ctx = Arc::new(Context::new(
             client.clone(),
             policy_reader.clone(),
@@ -169,7 +169,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             election.is_leader.clone(),
             metrics.clone(),
             publisher.clone(),
-            pending.clone(),
+            books.clone(),
         ));
         let mapper_pods = pod_reader.clone();
         let controller = Controller::for_stream(pods, pod_reader.clone())
@@ -195,7 +195,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 future::ready(())
             });
         controllers.push(controller);
-        scopes.push(Scope { pods: pod_reader, policies: policy_reader, pending });
+        scopes.push(Scope { pods: pod_reader, policies: policy_reader, books });
     }
 
     tokio::spawn(async move {

@@ -71,6 +71,41 @@ impl PendingCounts {
     }
 }
 
+/// Events published once per pod and round without a record on the pod (dry-run decisions,
+/// exhausted rounds). After a restart they may be published once more. Entries of pods that
+/// are gone are dropped by the status loop, so the set does not grow without bound.
+#[derive(Debug, Default)]
+pub struct Announced(Mutex<HashSet<(String, u32)>>);
+
+impl Announced {
+    /// Whether this is the first announcement for this pod and round.
+    fn first(&self, uid: String, round: u32) -> bool {
+        self.0.lock().expect("announced lock").insert((uid, round))
+    }
+
+    /// Keeps only the pods still cached.
+    pub fn retain_pods(&self, live: &HashSet<String>) {
+        self.0.lock().expect("announced lock").retain(|(uid, _)| live.contains(uid));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("announced lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What reconciles note for the status loop of their watch scope.
+#[derive(Debug, Default)]
+pub struct Bookkeeping {
+    /// Shutdowns not yet written into policy statuses.
+    pub pending: PendingCounts,
+    /// Events published once without a record on the pod.
+    pub announced: Announced,
+}
+
 /// Shared by every reconcile of one watch scope.
 pub struct Context {
     pub client: Client,
@@ -79,10 +114,7 @@ pub struct Context {
     pub leader: watch::Receiver<bool>,
     pub metrics: Metrics,
     pub publisher: Publisher,
-    pub pending: Arc<PendingCounts>,
-    /// Events published once per pod and round without a record on the pod (dry-run decisions,
-    /// exhausted rounds). After a restart they may be published once more.
-    announced: Mutex<HashSet<(String, u32)>>,
+    pub books: Arc<Bookkeeping>,
 }
 
 impl std::fmt::Debug for Context {
@@ -127,9 +159,9 @@ impl Context {
         leader: watch::Receiver<bool>,
         metrics: Metrics,
         publisher: Publisher,
-        pending: Arc<PendingCounts>,
+        books: Arc<Bookkeeping>,
     ) -> Self {
-        Self { client, policies, settings, leader, metrics, publisher, pending, announced: Mutex::default() }
+        Self { client, policies, settings, leader, metrics, publisher, books }
     }
 
     fn policy_for(&self, pod: &Pod) -> Option<Applied> {
@@ -153,7 +185,7 @@ impl Context {
     /// Whether this is the first time `key` is announced.
     fn first_announcement(&self, pod: &Pod, round: u32) -> bool {
         let uid = pod.uid().unwrap_or_else(|| pod.name_any());
-        self.announced.lock().expect("announced lock").insert((uid, round))
+        self.books.announced.first(uid, round)
     }
 }
 
@@ -402,7 +434,7 @@ async fn report(
     };
     ctx.metrics.shutdowns.with_label_values(&[result]).inc();
     if let Some(policy) = &applied.policy {
-        ctx.pending.add((pod.namespace().unwrap_or_default(), policy.clone()), succeeded);
+        ctx.books.pending.add((pod.namespace().unwrap_or_default(), policy.clone()), succeeded);
     }
     let (type_, reason, what) = if succeeded {
         (EventType::Normal, events::PROXY_STOPPED, "the pod can complete".to_owned())
@@ -430,5 +462,36 @@ pub fn error_policy(pod: Arc<JobPod>, error: &Error, ctx: Arc<Context>) -> Reque
         // Nothing will fix a bad record but a person; look again now and then.
         Error::AttemptLog(_) => Requeue::requeue(Duration::from_secs(300)),
         Error::Kube(_) => Requeue::requeue(Duration::from_secs(5)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_are_once_per_pod_and_round_and_forgotten_with_the_pod() {
+        let announced = Announced::default();
+        assert!(announced.first("u1".into(), 1));
+        assert!(!announced.first("u1".into(), 1));
+        assert!(announced.first("u1".into(), 2));
+        assert!(announced.first("u2".into(), 1));
+        announced.retain_pods(&HashSet::from(["u2".to_owned()]));
+        assert_eq!(announced.len(), 1);
+        assert!(announced.first("u1".into(), 1), "a gone pod's entries are dropped");
+    }
+
+    #[test]
+    fn pending_counts_add_up_and_survive_a_failed_write() {
+        let pending = PendingCounts::default();
+        let key = ("jobs".to_owned(), "policy".to_owned());
+        pending.add(key.clone(), true);
+        pending.add(key.clone(), false);
+        let taken = pending.take(&key);
+        assert_eq!(taken, ShutdownCounts { succeeded: 1, failed: 1 });
+        assert_eq!(pending.take(&key), ShutdownCounts::default());
+        pending.put_back(key.clone(), taken);
+        pending.add(key.clone(), true);
+        assert_eq!(pending.take(&key), ShutdownCounts { succeeded: 2, failed: 1 });
     }
 }

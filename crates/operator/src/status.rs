@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::{
     job_pod::JobPod,
     metrics::Metrics,
-    reconcile::PendingCounts,
+    reconcile::{Bookkeeping, PendingCounts},
     summary::{Summary, desired_status, same_status, summarize},
 };
 
@@ -25,7 +25,7 @@ use crate::{
 pub struct Scope {
     pub pods: Store<JobPod>,
     pub policies: Store<ShutdownPolicy>,
-    pub pending: Arc<PendingCounts>,
+    pub books: Arc<Bookkeeping>,
 }
 
 impl std::fmt::Debug for Scope {
@@ -53,11 +53,13 @@ pub async fn run(
         for scope in &scopes {
             let policies = scope.policies.state();
             let pods = scope.pods.state();
+            let live = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+            scope.books.announced.retain_pods(&live);
             let summary = summarize(&policies, pods.iter().map(|p| p.to_pod()), default.as_ref(), now);
             total.observed += summary.observed;
             total.stuck += summary.stuck;
             if is_leader {
-                write_statuses(&client, &policies, &summary.policies, &scope.pending, now).await;
+                write_statuses(&client, &policies, &summary.policies, &scope.books.pending, now).await;
             }
         }
         metrics.pods_observed.set(total.observed);

@@ -14,7 +14,7 @@ use lameduck_operator::{
     events::Publisher,
     job_pod::JobPod,
     metrics::Metrics,
-    reconcile::{Context, Error, PendingCounts, Settings, error_policy, reconcile},
+    reconcile::{Bookkeeping, Context, Error, Settings, error_policy, reconcile},
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -61,7 +61,7 @@ fn context() -> (Arc<Context>, ApiServer, watch::Sender<bool>) {
         leader,
         Metrics::new(),
         Publisher::new(client, "test".into()),
-        Arc::new(PendingCounts::default()),
+        Arc::new(Bookkeeping::default()),
     );
     (Arc::new(ctx), handle, leader_tx)
 }
