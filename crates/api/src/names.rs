@@ -164,6 +164,19 @@ pub mod annotations {
     pub const LINKERD_NATIVE_SIDECAR_ALPHA: &str = "config.alpha.linkerd.io/proxy-enable-native-sidecar";
 }
 
+/// The downward-API file through which lameduck's proxy reads its drain settings live (the pod's
+/// annotations, kept in step by the kubelet). Set up by the webhook and `lameduck inject`.
+pub mod settings_file {
+    /// The pod volume.
+    pub const VOLUME: &str = "lameduck-settings";
+    /// Where the proxy container mounts it.
+    pub const DIR: &str = "/var/run/lameduck";
+    /// The file's name in the volume.
+    pub const FILE: &str = "annotations";
+    /// The whole path, for `LAMEDUCK_PROXY_SETTINGS_FILE`.
+    pub const PATH: &str = "/var/run/lameduck/annotations";
+}
+
 /// Reasons of the Kubernetes Events the operator publishes on pods; what `kubectl describe pod`
 /// shows and what alerts match on.
 pub mod events {
