@@ -35,6 +35,20 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
+/// `text` trimmed and cut on a character boundary to at most `max` bytes, ending in `...` when
+/// cut: command output and API errors quoted in events can be long.
+pub fn shorten(text: &str, max: usize) -> String {
+    let text = text.trim();
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 /// The event object. Pure, for tests.
 pub fn event(
     regarding: &ObjectReference,
@@ -44,15 +58,7 @@ pub fn event(
     instance: &str,
     now: Timestamp,
 ) -> Event {
-    let mut note = note.to_owned();
-    if note.len() > MAX_NOTE {
-        let mut end = MAX_NOTE - 3;
-        while !note.is_char_boundary(end) {
-            end -= 1;
-        }
-        note.truncate(end);
-        note.push_str("...");
-    }
+    let note = shorten(note, MAX_NOTE);
     Event {
         metadata: ObjectMeta {
             // Unique per pod and moment, as kubectl and client-go name theirs.

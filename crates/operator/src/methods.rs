@@ -64,17 +64,9 @@ impl CallResult {
     }
 }
 
-/// Trims output to one line-ish of bounded length for events.
+/// Output and errors quoted in an event, bounded.
 fn cut(text: &str) -> String {
-    let text = text.trim();
-    if text.len() <= MAX_DETAIL {
-        return text.to_owned();
-    }
-    let mut end = MAX_DETAIL;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
+    crate::events::shorten(text, MAX_DETAIL)
 }
 
 /// Everything a call needs.
@@ -292,6 +284,6 @@ mod tests {
     fn long_outputs_are_cut_on_a_character_boundary() {
         let long = "é".repeat(600);
         let cut = cut(&long);
-        assert!(cut.len() <= MAX_DETAIL + 3 && cut.ends_with("..."));
+        assert!(cut.len() <= MAX_DETAIL && cut.ends_with("..."), "{}", cut.len());
     }
 }

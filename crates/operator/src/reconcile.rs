@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::{
     applied::{Applied, applied},
-    attempts::{Attempt, AttemptLog, AttemptLogError},
+    attempts::{Attempt, AttemptLog, AttemptLogError, Outcome},
     decide::{Action, decide, last_main_exit},
     events::{EventType, Publisher},
     job_pod::JobPod,
@@ -86,14 +86,6 @@ impl Announced {
     /// Keeps only the pods still cached.
     pub fn retain_pods(&self, live: &HashSet<String>) {
         self.0.lock().expect("announced lock").retain(|(uid, _)| live.contains(uid));
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.lock().expect("announced lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -337,13 +329,11 @@ async fn attempt(
         number = attempt.number, outcome = result.label(), detail = %result.detail, "shutdown attempt");
 
     let (type_, reason) = match &result.outcome {
-        Some(crate::attempts::Outcome::Sent) | None => (EventType::Normal, events::SHUTDOWN_REQUESTED),
-        Some(crate::attempts::Outcome::EndpointDisabled) => {
-            (EventType::Warning, events::SHUTDOWN_ENDPOINT_DISABLED)
-        }
-        Some(crate::attempts::Outcome::Failed { .. }) => (EventType::Warning, events::SHUTDOWN_CALL_FAILED),
+        Some(Outcome::Sent) | None => (EventType::Normal, events::SHUTDOWN_REQUESTED),
+        Some(Outcome::EndpointDisabled) => (EventType::Warning, events::SHUTDOWN_ENDPOINT_DISABLED),
+        Some(Outcome::Failed { .. }) => (EventType::Warning, events::SHUTDOWN_CALL_FAILED),
     };
-    let next = if result.outcome == Some(crate::attempts::Outcome::EndpointDisabled) {
+    let next = if result.outcome == Some(Outcome::EndpointDisabled) {
         "; only Signal can stop this proxy"
     } else {
         ""
@@ -363,7 +353,7 @@ async fn attempt(
         record_outcome(&pods, pod, attempt.number, outcome).await?;
     }
     Ok(match result.outcome {
-        Some(crate::attempts::Outcome::Sent) | None => Requeue::requeue(timeout),
+        Some(Outcome::Sent) | None => Requeue::requeue(timeout),
         // The recorded outcome changes the pod, which brings the next decision; this is a backstop.
         _ => Requeue::requeue(Duration::from_secs(1)),
     })
@@ -371,12 +361,7 @@ async fn attempt(
 
 /// Writes the outcome of attempt `number` into the record, from a fresh read of the pod: the
 /// kubelet has likely updated its status (and resourceVersion) since the attempt was written.
-async fn record_outcome(
-    pods: &Api<Pod>,
-    pod: &Pod,
-    number: u32,
-    outcome: crate::attempts::Outcome,
-) -> Result<(), Error> {
+async fn record_outcome(pods: &Api<Pod>, pod: &Pod, number: u32, outcome: Outcome) -> Result<(), Error> {
     for _ in 0..5 {
         let fresh = pods.get(&pod.name_any()).await?;
         let mut log = AttemptLog::from_annotations(fresh.metadata.annotations.as_ref())?;
@@ -477,8 +462,8 @@ mod tests {
         assert!(announced.first("u1".into(), 2));
         assert!(announced.first("u2".into(), 1));
         announced.retain_pods(&HashSet::from(["u2".to_owned()]));
-        assert_eq!(announced.len(), 1);
         assert!(announced.first("u1".into(), 1), "a gone pod's entries are dropped");
+        assert!(!announced.first("u2".into(), 1), "a cached pod's entries stay");
     }
 
     #[test]

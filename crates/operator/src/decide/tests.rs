@@ -287,7 +287,11 @@ fn with_ephemeral_exit(name: &str, code: i32) -> Pod {
 
 #[test]
 fn ephemeral_container_exit_codes_correct_the_recorded_outcome() {
-    let policy = linkerd_policy();
+    // Exec sits between EphemeralContainer and Signal, so "disabled" (skip to Signal) and
+    // "failed" (next method: Exec) lead to different attempts.
+    let mut policy = linkerd_policy();
+    policy.completion.methods =
+        vec![ShutdownMethod::EphemeralContainer, ShutdownMethod::Exec, ShutdownMethod::Signal];
     let log = AttemptLog(vec![attempt(1, 1, ShutdownMethod::EphemeralContainer, 2, Some(Outcome::Sent))]);
     // Not finished yet, or finished 0: the proxy is being given its time.
     assert!(matches!(decide(&stuck(), &policy, &log, now()), Action::Verify { number: 1, .. }));
@@ -303,7 +307,7 @@ fn ephemeral_container_exit_codes_correct_the_recorded_outcome() {
     let pod = with_ephemeral_exit("lameduck-shutdown-1", 1);
     assert_eq!(
         decide(&pod, &policy, &log, now()),
-        Action::Attempt { method: ShutdownMethod::Signal, number: 2, round: 1 }
+        Action::Attempt { method: ShutdownMethod::Exec, number: 2, round: 1 }
     );
     // Another attempt's container says nothing about this one.
     let pod = with_ephemeral_exit("lameduck-shutdown-7", 1);
