@@ -4,7 +4,7 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
 };
@@ -111,20 +111,33 @@ async fn kubeconfig_for(ns: &TestNamespace) -> PathBuf {
 }
 
 impl Operator {
-    /// Starts an operator for the namespace and waits until it is ready (caches synced).
+    /// Starts an operator for the test namespace, as its ServiceAccount, with short Lease and
+    /// status intervals, and waits until it is ready (caches synced).
     pub async fn start(ns: &TestNamespace, identity: &str, extra: &[&str]) -> Self {
         let kubeconfig = kubeconfig_for(ns).await;
+        let mut args = vec!["--lease-duration", "6s", "--status-interval", "1s"];
+        args.extend_from_slice(extra);
+        Self::launch(Some(&kubeconfig), &ns.name, identity, &args).await
+    }
+
+    /// Starts an operator watching `namespace` (with `$KUBECONFIG` when `kubeconfig` is `None`)
+    /// and waits until it is ready. Also used by the benchmark.
+    pub async fn launch(kubeconfig: Option<&Path>, namespace: &str, identity: &str, extra: &[&str]) -> Self {
         let admin = {
             let probe = TcpListener::bind("127.0.0.1:0").expect("a free port");
             probe.local_addr().unwrap()
         };
-        let log = PathBuf::from(logs_dir()).join(format!("{}-{identity}.log", ns.name));
+        let log = PathBuf::from(logs_dir()).join(format!("{namespace}-{identity}.log"));
+        std::fs::create_dir_all(logs_dir()).expect("logs dir");
         let file = std::fs::File::create(&log).expect("operator log file");
-        let child = Command::new(binary())
-            .env("KUBECONFIG", &kubeconfig)
+        let mut command = Command::new(binary());
+        if let Some(kubeconfig) = kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        let child = command
             .env("LAMEDUCK_OPERATOR_LOG_LEVEL", "info,lameduck_operator=debug")
-            .args(["--namespace", &ns.name, "--lease-namespace", &ns.name, "--identity", identity])
-            .args(["--admin-addr", &admin.to_string(), "--lease-duration", "6s", "--status-interval", "1s"])
+            .args(["--namespace", namespace, "--lease-namespace", namespace, "--identity", identity])
+            .args(["--admin-addr", &admin.to_string()])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(file)
@@ -134,7 +147,8 @@ impl Operator {
                 panic!("start {}: {e} (build it with cargo build --release)", binary().display())
             });
         let mut operator = Self { child, identity: identity.to_owned(), admin, log };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // Generous: with ten thousand pods the first list takes a while.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(Some(status)) = operator.child.try_wait() {
                 panic!("operator {identity} exited with {status}; log: {}", operator.log_text());
@@ -143,10 +157,25 @@ impl Operator {
                 return operator;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("operator {identity} not ready within 30s; log: {}", operator.log_text());
+                panic!("operator {identity} not ready within 2 minutes; log: {}", operator.log_text());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// (current RSS, peak RSS) in MiB, from `/proc/<pid>/status`.
+    pub fn rss_mib(&self) -> (f64, f64) {
+        let status =
+            self.child.id().and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
+        let field = |name: &str| {
+            status
+                .as_deref()
+                .and_then(|s| s.lines().find(|l| l.starts_with(name)))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+                .map_or(f64::NAN, |kb| kb / 1024.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// The operator's log so far.

@@ -28,9 +28,11 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use lameduck_api::names::{containers, events, images, labels};
-use lameduck_e2e::workloads::{job, proxy_container};
+use lameduck_e2e::{
+    operator::Operator,
+    workloads::{job, proxy_container},
+};
 use serde_json::json;
-use tokio::process::Command;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -48,9 +50,6 @@ enum Mode {
         /// Status writes per second.
         #[arg(long, default_value_t = 100)]
         rate: u32,
-        /// The operator binary.
-        #[arg(long, default_value = "target/release/lameduck-operator")]
-        operator: String,
         /// Stop once the operator has synced, after printing its RSS.
         #[arg(long)]
         sync_only: bool,
@@ -60,8 +59,6 @@ enum Mode {
         /// Jobs of each kind.
         #[arg(long, default_value_t = 5)]
         runs: usize,
-        #[arg(long, default_value = "target/release/lameduck-operator")]
-        operator: String,
     },
 }
 
@@ -102,60 +99,7 @@ async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The operator as a process, with its log in the cluster's logs directory.
-struct Operator {
-    child: tokio::process::Child,
-    admin: String,
-}
-
-impl Operator {
-    async fn start(binary: &str, ns: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        let admin = "127.0.0.1:9393".to_owned();
-        let log = std::fs::File::create(format!("{}/bench-operator.log", lameduck_e2e::logs_dir()))?;
-        let child = Command::new(binary)
-            .args(["--namespace", ns, "--lease-namespace", ns, "--identity", "bench", "--admin-addr", &admin])
-            .args(extra)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {binary}"))?;
-        let this = Self { child, admin };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let addr = this.admin.parse()?;
-            if lameduck_e2e::http_get(addr, "/ready").await.is_some_and(|(code, _)| code == 200) {
-                return Ok(this);
-            }
-            if Instant::now() > deadline {
-                bail!("operator not ready within 2 minutes");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// (current RSS, peak RSS) in MiB, from /proc.
-    fn rss_mib(&self) -> (f64, f64) {
-        let status =
-            self.child.id().and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
-        let field = |name: &str| {
-            status
-                .as_deref()
-                .and_then(|s| s.lines().find(|l| l.starts_with(name)))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-                .map_or(f64::NAN, |kb| kb / 1024.0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-}
-
-async fn decisions(
-    client: Client,
-    pods: usize,
-    rate: u32,
-    binary: &str,
-    sync_only: bool,
-) -> anyhow::Result<()> {
+async fn decisions(client: Client, pods: usize, rate: u32, sync_only: bool) -> anyhow::Result<()> {
     let ns = format!("bench-decisions-{pods}");
     namespace(&client, &ns).await?;
     // A node with no kubelet: pods bound to it stay as the benchmark writes them.
@@ -192,7 +136,7 @@ async fn decisions(
         .await?;
     eprintln!("created {pods} pods in {:.1}s", started.elapsed().as_secs_f64());
 
-    let operator = Operator::start(binary, &ns, &["--dry-run", "--status-interval", "5s"]).await?;
+    let operator = Operator::launch(None, &ns, "bench", &["--dry-run", "--status-interval", "5s"]).await;
     let (rss_synced, _) = operator.rss_mib();
     eprintln!("operator ready; RSS {rss_synced:.1} MiB with {pods} pods cached");
     if sync_only {
@@ -259,7 +203,7 @@ async fn decisions(
     }
     tokio::time::sleep(Duration::from_secs(6)).await; // one status interval more for the gauges
     let (rss, peak) = operator.rss_mib();
-    let stuck = lameduck_e2e::http_get(operator.admin.parse()?, "/metrics")
+    let stuck = lameduck_e2e::http_get(operator.admin, "/metrics")
         .await
         .and_then(|(_, text)| lameduck_e2e::operator::sample_value(&text, "lameduck_stuck_pods"));
     watch.abort();
@@ -331,10 +275,10 @@ async fn exit_to_succeeded(client: &Client, ns: &str, job_name: &str) -> anyhow:
     }
 }
 
-async fn kubelet(client: Client, runs: usize, binary: &str) -> anyhow::Result<()> {
+async fn kubelet(client: Client, runs: usize) -> anyhow::Result<()> {
     let ns = "bench-kubelet";
     namespace(&client, ns).await?;
-    let _operator = Operator::start(binary, ns, &[]).await?;
+    let _operator = Operator::launch(None, ns, "bench", &[]).await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     let mut results: HashMap<&str, Vec<f64>> = HashMap::new();
     for run in 0..runs {
@@ -371,10 +315,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = Client::try_default().await.context("KUBECONFIG for the local cluster")?;
     match args.mode {
-        Mode::Decisions { pods, rate, operator, sync_only } => {
-            decisions(client, pods, rate, &operator, sync_only).await
-        }
-        Mode::Kubelet { runs, operator } => kubelet(client, runs, &operator).await,
+        Mode::Decisions { pods, rate, sync_only } => decisions(client, pods, rate, sync_only).await,
+        Mode::Kubelet { runs } => kubelet(client, runs).await,
     }
 }
 
