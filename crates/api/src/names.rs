@@ -107,6 +107,26 @@ pub mod env {
     pub const OPERATOR_LOG_FORMAT: &str = "LAMEDUCK_OPERATOR_LOG_FORMAT";
     /// `lameduck-operator --log-level`.
     pub const OPERATOR_LOG_LEVEL: &str = "LAMEDUCK_OPERATOR_LOG_LEVEL";
+    /// `--webhook-addr`.
+    pub const OPERATOR_WEBHOOK_ADDR: &str = "LAMEDUCK_OPERATOR_WEBHOOK_ADDR";
+    /// `--webhook-secret`.
+    pub const OPERATOR_WEBHOOK_SECRET: &str = "LAMEDUCK_OPERATOR_WEBHOOK_SECRET";
+    /// `--webhook-secret-namespace`.
+    pub const OPERATOR_WEBHOOK_SECRET_NAMESPACE: &str = "LAMEDUCK_OPERATOR_WEBHOOK_SECRET_NAMESPACE";
+    /// `--webhook-service`.
+    pub const OPERATOR_WEBHOOK_SERVICE: &str = "LAMEDUCK_OPERATOR_WEBHOOK_SERVICE";
+    /// `--webhook-host`.
+    pub const OPERATOR_WEBHOOK_HOSTS: &str = "LAMEDUCK_OPERATOR_WEBHOOK_HOSTS";
+    /// `--mutating-webhook-configuration`.
+    pub const OPERATOR_MUTATING_CONFIGURATION: &str = "LAMEDUCK_OPERATOR_MUTATING_WEBHOOK_CONFIGURATION";
+    /// `--validating-webhook-configuration`.
+    pub const OPERATOR_VALIDATING_CONFIGURATION: &str = "LAMEDUCK_OPERATOR_VALIDATING_WEBHOOK_CONFIGURATION";
+    /// `--webhook-cert-validity`.
+    pub const OPERATOR_WEBHOOK_CERT_VALIDITY: &str = "LAMEDUCK_OPERATOR_WEBHOOK_CERT_VALIDITY";
+    /// `--webhook-ca-validity`.
+    pub const OPERATOR_WEBHOOK_CA_VALIDITY: &str = "LAMEDUCK_OPERATOR_WEBHOOK_CA_VALIDITY";
+    /// `--webhook-cert-check-interval`.
+    pub const OPERATOR_WEBHOOK_CERT_CHECK_INTERVAL: &str = "LAMEDUCK_OPERATOR_WEBHOOK_CERT_CHECK_INTERVAL";
     /// The operator's pod name (downward API): its identity in the leader Lease and in events.
     pub const POD_NAME: &str = "POD_NAME";
     /// The operator's namespace (downward API): where its Lease lives.
@@ -200,6 +220,37 @@ pub mod events {
     pub const DRY_RUN: &str = "DryRunWouldShutDown";
     /// The attempt annotation could not be read; the pod is left alone (Warning).
     pub const INVALID_ATTEMPT_LOG: &str = "InvalidAttemptLog";
+    /// The `action` of events about admission.
+    pub const ACTION_ADMIT: &str = "AdmitPod";
+    /// A policy selects the pod but the webhook did not apply it (down, or `failurePolicy:
+    /// Ignore` after a timeout): the pod runs without its drain settings (Warning).
+    pub const ADMITTED_UNMUTATED: &str = "AdmittedUnmutated";
+}
+
+/// The admission webhook served by the operator.
+pub mod webhook {
+    /// Where the API server sends Pod admission reviews.
+    pub const MUTATE_PODS_PATH: &str = "/mutate-pods";
+    /// Where the API server sends ShutdownPolicy admission reviews.
+    pub const VALIDATE_POLICIES_PATH: &str = "/validate-shutdownpolicies";
+    /// The webhook's name in the MutatingWebhookConfiguration.
+    pub const MUTATING_WEBHOOK: &str = "pods.lameduck.io";
+    /// The webhook's name in the ValidatingWebhookConfiguration.
+    pub const VALIDATING_WEBHOOK: &str = "shutdownpolicies.lameduck.io";
+    /// Default name of both webhook configurations.
+    pub const CONFIGURATION: &str = "lameduck";
+    /// Default name of the Secret holding the webhook's CA and serving certificate.
+    pub const SECRET: &str = "lameduck-webhook-tls";
+    /// Default name of the webhook's Service (its DNS names go into the certificate).
+    pub const SERVICE: &str = "lameduck-webhook";
+    /// Default port the webhook listens on.
+    pub const PORT: u16 = 9443;
+    /// Secret keys: the CA certificates (newest first; older ones stay until they expire, so
+    /// that a rotation never breaks trust), the CA key, the serving certificate and key.
+    pub const CA_CERT_KEY: &str = "ca.crt";
+    pub const CA_KEY_KEY: &str = "ca.key";
+    pub const TLS_CERT_KEY: &str = "tls.crt";
+    pub const TLS_KEY_KEY: &str = "tls.key";
 }
 
 /// Labels lameduck puts on what it creates.
@@ -236,4 +287,11 @@ pub mod defaults {
     pub const TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
     /// The proxy's shutdown grace period when nothing sets it (Linkerd's and lameduck's).
     pub const PROXY_SHUTDOWN_GRACE_PERIOD_SECONDS: u64 = 120;
+}
+
+/// What `lameduck inject` writes into the manifests it changes.
+pub mod inject {
+    /// The policy name in the [`super::annotations::POLICY`] annotation of a pod template that
+    /// `lameduck inject` set up: no `ShutdownPolicy` object has it, the flags of the run do.
+    pub const POLICY: &str = "lameduck-inject";
 }

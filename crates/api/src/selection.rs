@@ -39,6 +39,19 @@ pub fn selects(
     Ok(selector.matches(labels))
 }
 
+/// Orders policies oldest first, by creation time, then by name so the choice is stable when two
+/// were created in the same second. A policy not yet created (no timestamp) is the youngest.
+pub fn oldest_first(a: &ShutdownPolicy, b: &ShutdownPolicy) -> std::cmp::Ordering {
+    let age = |p: &ShutdownPolicy| p.metadata.creation_timestamp.clone().map(|t| t.0);
+    match (age(a), age(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    }
+    .then_with(|| a.name_any().cmp(&b.name_any()))
+}
+
 /// Sorts the policies that select a pod: oldest first, by creation time, then by name so the
 /// choice is stable when two were created in the same second.
 pub fn select<'a>(
@@ -55,17 +68,7 @@ pub fn select<'a>(
             Err(reason) => selection.invalid.push((policy, reason)),
         }
     }
-    matching.sort_by(|a, b| {
-        let age = |p: &ShutdownPolicy| p.metadata.creation_timestamp.clone().map(|t| t.0);
-        // A policy not yet created (no timestamp) is the youngest.
-        match (age(a), age(b)) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        }
-        .then_with(|| a.name_any().cmp(&b.name_any()))
-    });
+    matching.sort_by(|a, b| oldest_first(a, b));
     let mut matching = matching.into_iter();
     selection.winner = matching.next();
     selection.losers = matching.collect();

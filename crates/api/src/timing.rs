@@ -162,6 +162,19 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// Every rule, for reports that list each one (a metric per rule that drops to 0).
+    pub const ALL: [Self; 9] = [
+        Self::AppPreStopNotBelowProxyWait,
+        Self::ProxyWaitNotBelowTerminationGrace,
+        Self::AppPreStopNotBelowTerminationGrace,
+        Self::ProxyGraceExceedsRemaining,
+        Self::UnknownAppPreStop,
+        Self::UnknownProxyWait,
+        Self::UnknownProxyGrace,
+        Self::NativeSidecarWait,
+        Self::JobNeverCompletes,
+    ];
+
     /// The rule's stable identifier.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -6,10 +6,10 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Parser, ValueEnum};
 use lameduck_api::{
     GoDuration, ProxyProfile, ShutdownPolicySpec,
-    names::{env, images},
+    names::{env, images, webhook},
 };
 
-use crate::{applied::default_spec, leader::LeaseSettings};
+use crate::{applied::default_spec, certs::CertSettings, leader::LeaseSettings, webhook_certs::CertConfig};
 
 /// Finishes meshed Job and CronJob pods whose main containers exited while the proxy runs.
 #[derive(Debug, Clone, Parser)]
@@ -48,6 +48,37 @@ pub struct Cli {
     /// How often gauges and ShutdownPolicy statuses are brought up to date.
     #[arg(long, env = env::OPERATOR_STATUS_INTERVAL, default_value = "5s", value_name = "DURATION")]
     pub status_interval: String,
+    /// Serve the admission webhook (HTTPS) here, e.g. `0.0.0.0:9443`; no webhook when unset.
+    #[arg(long, env = env::OPERATOR_WEBHOOK_ADDR, value_name = "ADDR")]
+    pub webhook_addr: Option<String>,
+    /// Secret that holds the webhook's CA and serving certificate (created and renewed by the
+    /// leader).
+    #[arg(long, env = env::OPERATOR_WEBHOOK_SECRET, default_value = webhook::SECRET, value_name = "NAME")]
+    pub webhook_secret: String,
+    /// Namespace of that Secret and of the webhook Service; defaults to the Lease's namespace.
+    #[arg(long, env = env::OPERATOR_WEBHOOK_SECRET_NAMESPACE, value_name = "NS")]
+    pub webhook_secret_namespace: Option<String>,
+    /// The webhook's Service: its DNS names go into the serving certificate.
+    #[arg(long, env = env::OPERATOR_WEBHOOK_SERVICE, default_value = webhook::SERVICE, value_name = "NAME")]
+    pub webhook_service: String,
+    /// More DNS names or IP addresses for the serving certificate (repeat, or separate with commas).
+    #[arg(long = "webhook-host", env = env::OPERATOR_WEBHOOK_HOSTS, value_delimiter = ',', value_name = "HOST")]
+    pub webhook_hosts: Vec<String>,
+    /// MutatingWebhookConfiguration whose `caBundle` the leader keeps current; `""` for none.
+    #[arg(long, env = env::OPERATOR_MUTATING_CONFIGURATION, default_value = webhook::CONFIGURATION, value_name = "NAME")]
+    pub mutating_webhook_configuration: String,
+    /// ValidatingWebhookConfiguration whose `caBundle` the leader keeps current; `""` for none.
+    #[arg(long, env = env::OPERATOR_VALIDATING_CONFIGURATION, default_value = webhook::CONFIGURATION, value_name = "NAME")]
+    pub validating_webhook_configuration: String,
+    /// How long a serving certificate is valid; renewed with a third of it left.
+    #[arg(long, env = env::OPERATOR_WEBHOOK_CERT_VALIDITY, default_value = "2160h", value_name = "DURATION")]
+    pub webhook_cert_validity: String,
+    /// How long the webhook's CA is valid; renewed with a third of it left.
+    #[arg(long, env = env::OPERATOR_WEBHOOK_CA_VALIDITY, default_value = "87600h", value_name = "DURATION")]
+    pub webhook_ca_validity: String,
+    /// How often the certificates are checked (and the `caBundle`s re-patched if needed).
+    #[arg(long, env = env::OPERATOR_WEBHOOK_CERT_CHECK_INTERVAL, default_value = "1m", value_name = "DURATION")]
+    pub webhook_cert_check_interval: String,
     /// `plain` or `json`.
     #[arg(long, env = env::OPERATOR_LOG_FORMAT, default_value = "plain", value_name = "FORMAT")]
     pub log_format: LogFormat,
@@ -81,6 +112,31 @@ pub struct Config {
     pub concurrency: u16,
     pub lease: LeaseSettings,
     pub status_interval: Duration,
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// The admission webhook's settings.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub addr: SocketAddr,
+    pub certs: CertConfig,
+}
+
+/// A DNS name (RFC 1123 subdomain, `*.` allowed first) or an IP address.
+fn is_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 fn duration(flag: &str, text: &str) -> Result<Duration, String> {
@@ -118,8 +174,47 @@ impl Cli {
         if self.ephemeral_image.trim().is_empty() || self.ephemeral_image.contains(' ') {
             errors.push(format!("--ephemeral-image: {:?} is not an image reference", self.ephemeral_image));
         }
-        let (Ok(admin_addr), Ok(lease_duration), Ok(status_interval), true) =
-            (admin_addr, lease_duration, status_interval, errors.is_empty())
+        let webhook_addr = self.webhook_addr.as_ref().map(|addr| {
+            addr.parse::<SocketAddr>().map_err(|_| {
+                errors.push(format!("--webhook-addr: {addr:?} is not an address such as 0.0.0.0:9443"))
+            })
+        });
+        let cert_validity =
+            duration("webhook-cert-validity", &self.webhook_cert_validity).map_err(|e| errors.push(e));
+        let ca_validity =
+            duration("webhook-ca-validity", &self.webhook_ca_validity).map_err(|e| errors.push(e));
+        let check_interval = duration("webhook-cert-check-interval", &self.webhook_cert_check_interval)
+            .map_err(|e| errors.push(e));
+        if let (Ok(cert), Ok(ca)) = (&cert_validity, &ca_validity)
+            && cert >= ca
+        {
+            errors.push("--webhook-cert-validity: must be shorter than --webhook-ca-validity".to_owned());
+        }
+        for host in &self.webhook_hosts {
+            if !is_host(host) {
+                errors.push(format!("--webhook-host: {host:?} is not a DNS name or an IP address"));
+            }
+        }
+        if !is_host(&self.webhook_service) || self.webhook_service.contains('.') {
+            errors.push(format!("--webhook-service: {:?} is not a Service name", self.webhook_service));
+        }
+        let (
+            Ok(admin_addr),
+            Ok(lease_duration),
+            Ok(status_interval),
+            Ok(cert_validity),
+            Ok(ca_validity),
+            Ok(check_interval),
+            true,
+        ) = (
+            admin_addr,
+            lease_duration,
+            status_interval,
+            cert_validity,
+            ca_validity,
+            check_interval,
+            errors.is_empty(),
+        )
         else {
             return Err(errors);
         };
@@ -129,6 +224,32 @@ impl Cli {
             .or(pod_namespace)
             .or_else(|| self.namespaces.first().cloned())
             .unwrap_or_else(|| "default".to_owned());
+        let webhook = match webhook_addr {
+            None => None,
+            Some(Err(())) => return Err(errors),
+            Some(Ok(addr)) => {
+                let namespace =
+                    self.webhook_secret_namespace.clone().unwrap_or_else(|| lease_namespace.clone());
+                let service = &self.webhook_service;
+                let mut hosts = vec![
+                    format!("{service}.{namespace}.svc"),
+                    format!("{service}.{namespace}.svc.cluster.local"),
+                ];
+                hosts.extend(self.webhook_hosts.iter().cloned());
+                let optional = |name: &str| (!name.is_empty()).then(|| name.to_owned());
+                Some(WebhookConfig {
+                    addr,
+                    certs: CertConfig {
+                        secret_namespace: namespace,
+                        secret_name: self.webhook_secret.clone(),
+                        mutating_configuration: optional(&self.mutating_webhook_configuration),
+                        validating_configuration: optional(&self.validating_webhook_configuration),
+                        settings: CertSettings { hosts, cert_validity, ca_validity },
+                        check_interval,
+                    },
+                })
+            }
+        };
         let identity = self.identity.clone().or(pod_name).unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())
@@ -152,6 +273,7 @@ impl Cli {
                 duration_secs: lease_duration.as_secs().max(1),
             },
             status_interval,
+            webhook,
         })
     }
 }
@@ -205,5 +327,51 @@ mod tests {
             assert!(errors.contains(flag), "{flag} not named in\n{errors}");
         }
         assert!(Cli::try_parse_from(["lameduck-operator", "--default-profile", "istio"]).is_err());
+    }
+
+    #[test]
+    fn the_webhook_is_off_unless_given_an_address_and_its_certificate_names_the_service() {
+        assert!(parse(&[]).validate(None, Some("ld".into())).unwrap().webhook.is_none());
+        let config = parse(&["--webhook-addr", "0.0.0.0:9443", "--webhook-host", "127.0.0.1,op.example"])
+            .validate(None, Some("ld".into()))
+            .unwrap();
+        let webhook = config.webhook.unwrap();
+        assert_eq!(webhook.addr.port(), 9443);
+        assert_eq!(webhook.certs.secret_namespace, "ld");
+        assert_eq!(
+            webhook.certs.settings.hosts,
+            ["lameduck-webhook.ld.svc", "lameduck-webhook.ld.svc.cluster.local", "127.0.0.1", "op.example"]
+        );
+        assert_eq!(webhook.certs.mutating_configuration.as_deref(), Some("lameduck"));
+        let none = parse(&["--webhook-addr", "127.0.0.1:1", "--validating-webhook-configuration", ""])
+            .validate(None, None)
+            .unwrap();
+        assert_eq!(none.webhook.unwrap().certs.validating_configuration, None);
+    }
+
+    #[test]
+    fn bad_webhook_flags_are_named() {
+        let cli = parse(&[
+            "--webhook-addr",
+            "here",
+            "--webhook-host",
+            "Not A Host",
+            "--webhook-cert-validity",
+            "100000h",
+            "--webhook-cert-check-interval",
+            "0s",
+            "--webhook-service",
+            "a.b",
+        ]);
+        let errors = cli.validate(None, None).unwrap_err().join("\n");
+        for flag in [
+            "--webhook-addr",
+            "--webhook-host",
+            "--webhook-cert-validity",
+            "--webhook-cert-check-interval",
+            "--webhook-service",
+        ] {
+            assert!(errors.contains(flag), "{flag} not named in\n{errors}");
+        }
     }
 }

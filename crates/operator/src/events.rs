@@ -72,7 +72,10 @@ pub fn event(
             EventType::Warning => "Warning".to_owned(),
         }),
         reason: Some(reason.to_owned()),
-        action: Some(events::ACTION.to_owned()),
+        action: Some(
+            if reason == events::ADMITTED_UNMUTATED { events::ACTION_ADMIT } else { events::ACTION }
+                .to_owned(),
+        ),
         note: Some(note),
         regarding: Some(regarding.clone()),
         reporting_controller: Some(events::REPORTER.to_owned()),

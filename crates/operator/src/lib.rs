@@ -7,8 +7,11 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admission;
+pub mod admitted;
 pub mod applied;
 pub mod attempts;
+pub mod certs;
 pub mod cli;
 pub mod decide;
 pub mod ephemeral;
@@ -20,3 +23,5 @@ pub mod metrics;
 pub mod reconcile;
 pub mod status;
 pub mod summary;
+pub mod webhook;
+pub mod webhook_certs;

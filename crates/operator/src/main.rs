@@ -13,6 +13,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser;
 use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
@@ -29,6 +30,8 @@ use lameduck_api::{
 };
 use lameduck_operator::{
     admin,
+    admission::PodLabels,
+    admitted::{self, PodIndex},
     cli::{Cli, Config, LogFormat},
     events::Publisher,
     job_pod::JobPod,
@@ -36,6 +39,8 @@ use lameduck_operator::{
     metrics::Metrics,
     reconcile::{Bookkeeping, Context, Settings, error_policy, reconcile},
     status::{self, Scope},
+    webhook::{self, Knowledge, ServingCert},
+    webhook_certs,
 };
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 
@@ -121,6 +126,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(namespaces = ?config.namespaces, dry_run = config.dry_run, identity = %config.lease.identity,
         default_profile = ?config.default.as_ref().map(|d| d.proxy.profile), "starting");
 
+    // The webhook's listener is bound first, so that a port in use fails the start.
+    let webhook_listener = match &config.webhook {
+        Some(webhook) => Some(
+            TcpListener::bind(webhook.addr)
+                .await
+                .with_context(|| format!("--webhook-addr {}: cannot listen", webhook.addr))?,
+        ),
+        None => None,
+    };
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = move || {
         let mut stop_rx = stop_rx.clone();
@@ -136,7 +151,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut controllers = Vec::new();
     let mut scopes = Vec::new();
     let mut sync_flags = Vec::new();
+    let mut pod_apis = Vec::new();
     for namespace in namespaces {
+        pod_apis.push(match &namespace {
+            Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
+            None => Api::<Pod>::all(client.clone()),
+        });
         let (pods_api, policies_api): (Api<JobPod>, Api<ShutdownPolicy>) = match &namespace {
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
             None => (Api::all(client.clone()), Api::all(client.clone())),
@@ -198,8 +218,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
         scopes.push(Scope { pods: pod_reader, policies: policy_reader, books });
     }
 
+    let serving = match (&config.webhook, webhook_listener) {
+        (Some(webhook), Some(listener)) => Some(start_webhook(
+            &client,
+            webhook,
+            listener,
+            &scopes,
+            pod_apis,
+            &sync_flags,
+            &publisher,
+            &election.is_leader,
+            &metrics,
+            config.status_interval,
+        )?),
+        _ => None,
+    };
     tokio::spawn(async move {
-        while !sync_flags.iter().all(|flag| flag.load(Ordering::Acquire)) {
+        while !sync_flags.iter().all(|flag| flag.load(Ordering::Acquire))
+            || serving.as_ref().is_some_and(|s| !s.is_loaded())
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tracing::info!("caches synced; ready");
@@ -233,4 +270,73 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("lease release timed out; it expires by itself"),
     }
     Ok(())
+}
+
+/// The webhook reads the policy caches and the pod index.
+struct Caches {
+    policies: Vec<reflector::Store<ShutdownPolicy>>,
+    pods: Arc<PodIndex>,
+}
+
+impl Knowledge for Caches {
+    fn policies(&self) -> Vec<Arc<ShutdownPolicy>> {
+        self.policies.iter().flat_map(reflector::Store::state).collect()
+    }
+
+    fn pods_in(&self, namespace: &str) -> Vec<PodLabels> {
+        self.pods.labels_in(namespace)
+    }
+}
+
+/// Starts the webhook server, its certificate keeper, and the watch on admitted pods. Returns
+/// the serving certificate, which readiness waits for.
+#[allow(clippy::too_many_arguments)]
+fn start_webhook(
+    client: &Client,
+    config: &lameduck_operator::cli::WebhookConfig,
+    listener: TcpListener,
+    scopes: &[Scope],
+    pod_apis: Vec<Api<Pod>>,
+    sync_flags: &[Arc<AtomicBool>],
+    publisher: &Publisher,
+    is_leader: &watch::Receiver<bool>,
+    metrics: &Metrics,
+    export_interval: Duration,
+) -> anyhow::Result<Arc<ServingCert>> {
+    let serving = Arc::new(ServingCert::default());
+    let tls = webhook::tls_config(serving.clone()).context("webhook TLS configuration")?;
+    let policies: Vec<_> = scopes.iter().map(|s| s.policies.clone()).collect();
+    let index = Arc::new(PodIndex::default());
+    let caches = Arc::new(Caches { policies: policies.clone(), pods: index.clone() });
+    tokio::spawn(webhook::serve(listener, tls, caches, metrics.clone()));
+    tokio::spawn(webhook_certs::run(
+        client.clone(),
+        config.certs.clone(),
+        serving.clone(),
+        is_leader.clone(),
+        metrics.clone(),
+    ));
+    // Pods are assessed against the policies, so the policy caches must be filled first.
+    let synced = sync_flags.to_vec();
+    for api in pod_apis {
+        let (policies, index, publisher, leader, synced) =
+            (policies.clone(), index.clone(), publisher.clone(), is_leader.clone(), synced.clone());
+        tokio::spawn(async move {
+            while !synced.iter().all(|flag| flag.load(Ordering::Acquire)) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let pods = watcher(api, watcher::Config::default()).default_backoff();
+            admitted::follow(pods, policies, index, publisher, leader).await;
+        });
+    }
+    let (metrics, leader) = (metrics.clone(), is_leader.clone());
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(export_interval);
+        loop {
+            ticker.tick().await;
+            admitted::export(&index, &metrics, *leader.borrow());
+        }
+    });
+    tracing::info!(addr = %config.addr, secret = %config.certs.secret_name, "admission webhook serving");
+    Ok(serving)
 }

@@ -1,7 +1,9 @@
 //! Every metric the operator exports, registered in one place under the `lameduck_` prefix.
 //! Labels stay bounded: method, outcome and reason, never a pod or policy name.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Seconds, from a fraction of a second (port-forward on an idle cluster) to the 5-minute backoff.
 const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
@@ -30,6 +32,14 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     /// 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
+    /// Admission reviews answered, by resource (`pods`, `shutdownpolicies`) and result.
+    pub webhook_admissions: IntCounterVec,
+    /// Live pods a policy selects that were admitted without its drain settings (leader only).
+    pub unmutated_pods: IntGauge,
+    /// Live pods selected by a policy whose shutdown timing breaks a rule, by rule (leader only).
+    pub policy_timing_violations: IntGaugeVec,
+    /// When the webhook's serving certificate expires (Unix seconds); 0 until one is loaded.
+    pub webhook_certificate_expiry: IntGauge,
 }
 
 fn must<T>(result: prometheus::Result<T>) -> T {
@@ -88,6 +98,30 @@ impl Metrics {
                 &["reason"],
             ),
             leader: gauge("leader", "1 while this replica holds the leader Lease"),
+            webhook_admissions: counter_vec(
+                "webhook_admissions_total",
+                "Admission reviews answered, by resource and result",
+                &["resource", "result"],
+            ),
+            unmutated_pods: gauge(
+                "unmutated_pods",
+                "Live pods a ShutdownPolicy selects that were admitted without its drain settings",
+            ),
+            policy_timing_violations: {
+                let metric = must(IntGaugeVec::new(
+                    Opts::new(
+                        "policy_timing_violations",
+                        "Live pods selected by a ShutdownPolicy whose shutdown timing breaks a rule, by rule",
+                    ),
+                    &["rule"],
+                ));
+                must(registry.register(Box::new(metric.clone())));
+                metric
+            },
+            webhook_certificate_expiry: gauge(
+                "webhook_certificate_expiry_timestamp_seconds",
+                "When the webhook's serving certificate expires, in Unix seconds",
+            ),
             registry,
         }
     }
@@ -117,6 +151,8 @@ mod tests {
         metrics.shutdown_attempts.with_label_values(&["Exec", "sent"]).inc();
         metrics.shutdowns.with_label_values(&["succeeded"]).inc();
         metrics.reconcile_errors.with_label_values(&["kube_api"]).inc();
+        metrics.webhook_admissions.with_label_values(&["pods", "mutated"]).inc();
+        metrics.policy_timing_violations.with_label_values(&["job-never-completes"]).set(2);
         let text = metrics.encode();
         for name in [
             "lameduck_pods_observed",
@@ -128,6 +164,10 @@ mod tests {
             "lameduck_reconcile_duration_seconds_bucket",
             "lameduck_reconcile_errors_total{reason=\"kube_api\"} 1",
             "lameduck_leader 0",
+            "lameduck_webhook_admissions_total{resource=\"pods\",result=\"mutated\"} 1",
+            "lameduck_unmutated_pods 0",
+            "lameduck_policy_timing_violations{rule=\"job-never-completes\"} 2",
+            "lameduck_webhook_certificate_expiry_timestamp_seconds 0",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

@@ -1,0 +1,299 @@
+//! Watching what was admitted: every pod of the watched namespaces, to find those a policy
+//! selects that the webhook did not mutate (it was down, or timed out, and `failurePolicy:
+//! Ignore` let the pod in), and to count pods whose shutdown timing breaks a rule.
+//!
+//! Only a small record per pod is kept (name, labels, findings); the pod itself is dropped once
+//! assessed. The labels also serve the validating webhook's overlap warnings.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Resource, ResourceExt,
+    runtime::{reflector::Store, watcher},
+};
+use lameduck_api::{
+    ShutdownPolicy,
+    names::{annotations, events},
+    selection,
+    timing::{PodShape, Rule, Severity, Timeline},
+};
+use tokio::sync::watch;
+
+use crate::{
+    admission::PodLabels,
+    events::{EventType, Publisher},
+    metrics::Metrics,
+};
+
+/// What a policy should have done to a pod, and what the pod's timing looks like.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Assessment {
+    /// The policy that applies to the pod.
+    pub policy: Option<String>,
+    /// The policy selects the pod, the pod has its proxy and was created after the policy, and
+    /// yet it does not carry the webhook's mark.
+    pub unmutated: bool,
+    /// Timing rules the pod breaks.
+    pub violations: Vec<Rule>,
+}
+
+/// Assesses one pod against the policies (any namespace; only the pod's own count).
+pub fn assess(pod: &Pod, policies: &[Arc<ShutdownPolicy>]) -> Assessment {
+    let Some(spec) = pod.spec.as_ref() else { return Assessment::default() };
+    let chosen =
+        selection::select(policies.iter().map(AsRef::as_ref), pod.namespace().as_deref(), pod.labels());
+    let Some(winner) = chosen.winner else { return Assessment::default() };
+    let proxy = winner.spec.proxy.resolve();
+    let has_proxy = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| c.name == proxy.container_name);
+    let marked = pod.annotations().contains_key(annotations::POLICY);
+    // Same-second creations are left out: the pod may have been admitted just before the policy.
+    let after_policy = match (&pod.metadata.creation_timestamp, &winner.metadata.creation_timestamp) {
+        (Some(pod), Some(policy)) => pod.0 > policy.0,
+        _ => false,
+    };
+    let empty = BTreeMap::new();
+    let shape = PodShape {
+        spec,
+        annotations: pod.metadata.annotations.as_ref().unwrap_or(&empty),
+        runs_to_completion: spec.restart_policy.as_deref().is_some_and(|p| p != "Always"),
+    };
+    let mut violations: Vec<Rule> = if has_proxy {
+        Timeline::of(&shape, marked.then_some(&winner.spec))
+            .findings()
+            .into_iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| f.rule)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    violations.sort();
+    violations.dedup();
+    Assessment {
+        policy: Some(winner.name_any()),
+        unmutated: has_proxy && !marked && after_policy,
+        violations,
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Record {
+    namespace: String,
+    labels: PodLabels,
+    assessment: Assessment,
+}
+
+/// The records of the watched pods, by UID.
+#[derive(Debug, Default)]
+pub struct PodIndex {
+    records: Mutex<HashMap<String, Record>>,
+}
+
+impl PodIndex {
+    /// Names and labels of the pods of one namespace.
+    pub fn labels_in(&self, namespace: &str) -> Vec<PodLabels> {
+        let records = self.records.lock().expect("pod index lock");
+        records.values().filter(|r| r.namespace == namespace).map(|r| r.labels.clone()).collect()
+    }
+
+    /// (pods admitted unmutated, pods breaking each rule).
+    pub fn totals(&self) -> (i64, BTreeMap<Rule, i64>) {
+        let records = self.records.lock().expect("pod index lock");
+        let mut by_rule = BTreeMap::new();
+        let mut unmutated = 0;
+        for record in records.values() {
+            unmutated += i64::from(record.assessment.unmutated);
+            for rule in &record.assessment.violations {
+                *by_rule.entry(*rule).or_insert(0) += 1;
+            }
+        }
+        (unmutated, by_rule)
+    }
+
+    /// Records a pod; true when it has just been found unmutated.
+    fn put(&self, uid: String, record: Record) -> bool {
+        let mut records = self.records.lock().expect("pod index lock");
+        let was = records.get(&uid).is_some_and(|r| r.assessment.unmutated);
+        let now = record.assessment.unmutated;
+        records.insert(uid, record);
+        now && !was
+    }
+
+    fn remove(&self, uid: &str) {
+        self.records.lock().expect("pod index lock").remove(uid);
+    }
+
+    /// Drops the pods a re-list did not return.
+    fn keep_only(&self, seen: &HashSet<String>) {
+        self.records.lock().expect("pod index lock").retain(|uid, _| seen.contains(uid));
+    }
+}
+
+/// Sets the gauges from the index: on the leader only, as the other gauges are, so that a sum
+/// over replicas counts each pod once.
+pub fn export(index: &PodIndex, metrics: &Metrics, is_leader: bool) {
+    let (unmutated, by_rule) = index.totals();
+    metrics.unmutated_pods.set(if is_leader { unmutated } else { 0 });
+    // Every rule, so that a gauge drops to 0 rather than disappearing when its last pod goes.
+    for rule in Rule::ALL {
+        let count = if is_leader { by_rule.get(&rule).copied().unwrap_or(0) } else { 0 };
+        metrics.policy_timing_violations.with_label_values(&[rule.as_str()]).set(count);
+    }
+}
+
+/// Follows one pod watch until it ends. `policies` reads the policy caches.
+pub async fn follow(
+    pods: impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>,
+    policies: Vec<Store<ShutdownPolicy>>,
+    index: Arc<PodIndex>,
+    publisher: Publisher,
+    leader: watch::Receiver<bool>,
+) {
+    let mut seen = HashSet::new();
+    let mut listing = false;
+    let mut pods = std::pin::pin!(pods);
+    while let Some(event) = pods.next().await {
+        let pod = match event {
+            Ok(watcher::Event::Init) => {
+                listing = true;
+                seen.clear();
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => {
+                listing = false;
+                index.keep_only(&seen);
+                seen.clear();
+                continue;
+            }
+            Ok(watcher::Event::Delete(pod)) => {
+                index.remove(pod.uid().as_deref().unwrap_or_default());
+                continue;
+            }
+            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
+            Err(err) => {
+                tracing::warn!(error = %err, "pod watch (admission check) failed; retrying");
+                continue;
+            }
+        };
+        let Some(uid) = pod.uid() else { continue };
+        if listing {
+            seen.insert(uid.clone());
+        }
+        let all: Vec<Arc<ShutdownPolicy>> = policies.iter().flat_map(Store::state).collect();
+        let assessment = assess(&pod, &all);
+        let fresh_unmutated = index.put(
+            uid,
+            Record {
+                namespace: pod.namespace().unwrap_or_default(),
+                labels: PodLabels { name: pod.name_any(), labels: pod.labels().clone() },
+                assessment: assessment.clone(),
+            },
+        );
+        if fresh_unmutated && *leader.borrow() {
+            let note = format!(
+                "ShutdownPolicy {} selects this pod, but it was admitted without the policy's drain \
+                 settings: the lameduck webhook was not reached (failurePolicy Ignore let the pod in). \
+                 Recreate the pod once the webhook is back.",
+                assessment.policy.as_deref().unwrap_or_default()
+            );
+            let reference = pod.object_ref(&());
+            if let Err(err) =
+                publisher.publish(&reference, EventType::Warning, events::ADMITTED_UNMUTATED, &note).await
+            {
+                tracing::debug!(pod = %pod.name_any(), error = %err, "event not published");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn policy() -> Arc<ShutdownPolicy> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": "web", "namespace": "shop", "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": {"selector": {"matchLabels": {"app": "web"}}, "proxy": {"profile": "Lameduck"},
+                         "drain": {"waitBeforeExit": "20s"}},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn pod(created: &str, annotations: serde_json::Value, grace: i64) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "namespace": "shop", "uid": "u1", "creationTimestamp": created,
+                         "labels": {"app": "web"}, "annotations": annotations},
+            "spec": {"terminationGracePeriodSeconds": grace,
+                     "containers": [{"name": "app"}, {"name": "lameduck-proxy"}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_created_after_its_policy_without_the_mark_is_unmutated() {
+        let found = assess(&pod("2026-02-01T00:00:00Z", json!({}), 30), &[policy()]);
+        assert_eq!(found.policy.as_deref(), Some("web"));
+        assert!(found.unmutated);
+
+        let marked =
+            assess(&pod("2026-02-01T00:00:00Z", json!({"lameduck.io/policy": "web"}), 30), &[policy()]);
+        assert!(!marked.unmutated);
+        // Older than the policy: nothing the webhook could have done.
+        assert!(!assess(&pod("2025-12-01T00:00:00Z", json!({}), 30), &[policy()]).unmutated);
+        // No proxy: nothing to mutate.
+        let mut bare = pod("2026-02-01T00:00:00Z", json!({}), 30);
+        bare.spec.as_mut().unwrap().containers.truncate(1);
+        assert!(!assess(&bare, &[policy()]).unmutated);
+        // Not selected.
+        let mut other = pod("2026-02-01T00:00:00Z", json!({}), 30);
+        other.metadata.labels = Some(BTreeMap::from([("app".into(), "db".into())]));
+        assert_eq!(assess(&other, &[policy()]), Assessment::default());
+    }
+
+    #[test]
+    fn violations_are_counted_by_rule_and_records_go_with_their_pods() {
+        // Marked as mutated, with the policy's 20s wait and only 10s of grace.
+        let tight = pod("2026-02-01T00:00:00Z", json!({"lameduck.io/policy": "web"}), 10);
+        let found = assess(&tight, &[policy()]);
+        assert_eq!(found.violations, [Rule::ProxyWaitNotBelowTerminationGrace]);
+
+        let index = PodIndex::default();
+        let record = |assessment: Assessment| Record {
+            namespace: "shop".into(),
+            labels: PodLabels { name: "web-1".into(), labels: BTreeMap::new() },
+            assessment,
+        };
+        assert!(!index.put("a".into(), record(found)));
+        assert!(index.put("b".into(), record(Assessment { unmutated: true, ..Assessment::default() })));
+        assert!(!index.put("b".into(), record(Assessment { unmutated: true, ..Assessment::default() })));
+        let (unmutated, by_rule) = index.totals();
+        assert_eq!(unmutated, 1);
+        assert_eq!(by_rule.get(&Rule::ProxyWaitNotBelowTerminationGrace), Some(&1));
+        assert_eq!(index.labels_in("shop").len(), 2);
+        assert!(index.labels_in("other").is_empty());
+        index.keep_only(&HashSet::from(["a".to_owned()]));
+        assert_eq!(index.totals().0, 0);
+        index.remove("a");
+        assert!(index.totals().1.is_empty());
+
+        let metrics = Metrics::new();
+        index.put("c".into(), record(Assessment { unmutated: true, ..Assessment::default() }));
+        export(&index, &metrics, true);
+        assert_eq!(metrics.unmutated_pods.get(), 1);
+        export(&index, &metrics, false);
+        assert_eq!(metrics.unmutated_pods.get(), 0);
+    }
+}

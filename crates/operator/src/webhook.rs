@@ -1,0 +1,197 @@
+//! The admission webhook's HTTPS server: reads `AdmissionReview`s, answers with
+//! [`crate::admission`]'s verdicts. The certificate is swapped in place when it is renewed, so
+//! rotation needs no restart.
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, RwLock},
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use kube::core::{
+    DynamicObject,
+    admission::{AdmissionRequest, AdmissionReview},
+};
+use lameduck_api::{ShutdownPolicy, names::webhook as names};
+use rustls::{
+    ServerConfig,
+    crypto::ring,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    admission::{self, PodLabels, Verdict},
+    metrics::Metrics,
+};
+
+/// The API server sends at most 3 MiB objects; a review carries one (two on updates).
+const MAX_BODY: usize = 8 << 20;
+
+/// The serving certificate, replaced in place on renewal.
+#[derive(Debug, Default)]
+pub struct ServingCert(RwLock<Option<Arc<CertifiedKey>>>);
+
+impl ServingCert {
+    /// Loads a PEM certificate chain and key; the next handshake uses them.
+    pub fn load(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("serving certificate: {e}"))?;
+        if chain.is_empty() {
+            return Err("serving certificate: no certificate in the PEM text".into());
+        }
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| format!("serving key: {e}"))?;
+        let key = ring::sign::any_supported_type(&key).map_err(|e| format!("serving key: {e}"))?;
+        *self.0.write().expect("certificate lock") = Some(Arc::new(CertifiedKey::new(chain, key)));
+        Ok(())
+    }
+
+    /// Whether a certificate is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.0.read().expect("certificate lock").is_some()
+    }
+}
+
+impl ResolvesServerCert for ServingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.read().expect("certificate lock").clone()
+    }
+}
+
+/// A TLS server configuration that serves whatever `cert` holds.
+pub fn tls_config(cert: Arc<ServingCert>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// What the webhook reads to decide: the policy caches and the pod index.
+pub trait Knowledge: Send + Sync + 'static {
+    /// Every cached policy.
+    fn policies(&self) -> Vec<Arc<ShutdownPolicy>>;
+    /// Names and labels of the pods of one namespace.
+    fn pods_in(&self, namespace: &str) -> Vec<PodLabels>;
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response is valid")
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response is valid")
+}
+
+/// Answers one review body sent to `path`.
+pub fn answer(
+    path: &str,
+    body: &[u8],
+    knowledge: &dyn Knowledge,
+    metrics: &Metrics,
+) -> Response<Full<Bytes>> {
+    let resource = match path {
+        names::MUTATE_PODS_PATH => "pods",
+        names::VALIDATE_POLICIES_PATH => "shutdownpolicies",
+        _ => return text(StatusCode::NOT_FOUND, format!("no webhook at {path}\n")),
+    };
+    let request: AdmissionRequest<DynamicObject> = match serde_json::from_slice::<
+        AdmissionReview<DynamicObject>,
+    >(body)
+    .map_err(|e| e.to_string())
+    .and_then(|review| {
+        review.try_into().map_err(|e: kube::core::admission::ConvertAdmissionReviewError| e.to_string())
+    }) {
+        Ok(request) => request,
+        Err(err) => {
+            metrics.webhook_admissions.with_label_values(&[resource, Verdict::Error.as_str()]).inc();
+            return text(StatusCode::BAD_REQUEST, format!("not an AdmissionReview request: {err}\n"));
+        }
+    };
+    let policies = knowledge.policies();
+    let (response, verdict) = if resource == "pods" {
+        admission::review_pod(&request, &policies)
+    } else {
+        let namespace = request.namespace.clone().unwrap_or_default();
+        admission::review_policy(&request, &policies, &knowledge.pods_in(&namespace))
+    };
+    metrics.webhook_admissions.with_label_values(&[resource, verdict.as_str()]).inc();
+    tracing::debug!(resource, verdict = verdict.as_str(), namespace = ?request.namespace, name = %request.name, "admission review");
+    match serde_json::to_vec(&response.into_review()) {
+        Ok(body) => json(StatusCode::OK, body),
+        Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write the review: {err}\n")),
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    knowledge: Arc<dyn Knowledge>,
+    metrics: Metrics,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.method() != Method::POST {
+        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n".into()));
+    }
+    let path = request.uri().path().to_owned();
+    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(err) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the body: {err}\n"))),
+    };
+    // Reviews are CPU work on small objects; no await inside.
+    Ok(answer(&path, &body, knowledge.as_ref(), &metrics))
+}
+
+/// Serves HTTPS on `listener` until the process ends.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    knowledge: Arc<dyn Knowledge>,
+    metrics: Metrics,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(error = %err, "webhook accept failed");
+                continue;
+            }
+        };
+        let (acceptor, knowledge, metrics) = (acceptor.clone(), knowledge.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let stream = match acceptor.accept(stream).await {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::debug!(%peer, error = %err, "webhook TLS handshake failed");
+                    return;
+                }
+            };
+            let service = service_fn(move |request| handle(request, knowledge.clone(), metrics.clone()));
+            if let Err(err) =
+                auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await
+            {
+                tracing::debug!(%peer, error = %err, "webhook connection ended with an error");
+            }
+        });
+    }
+}

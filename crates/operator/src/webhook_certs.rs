@@ -1,0 +1,223 @@
+//! Keeps the webhook's certificates: the leader creates and renews them in a Secret (see
+//! [`crate::certs`] for when) and patches the CA bundle into the webhook configurations; every
+//! replica serves what the Secret holds. Runs as a loop that converges, so a webhook
+//! configuration re-created by `helm upgrade` with an empty `caBundle` is patched again.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use k8s_openapi::{
+    ByteString,
+    api::{
+        admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
+        core::v1::Secret,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use lameduck_api::names::labels;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::{
+    certs::{self, Bundle, CertSettings, Plan},
+    metrics::Metrics,
+    webhook::ServingCert,
+};
+
+/// Where the certificates live and what they are for.
+#[derive(Clone, Debug)]
+pub struct CertConfig {
+    pub secret_namespace: String,
+    pub secret_name: String,
+    pub mutating_configuration: Option<String>,
+    pub validating_configuration: Option<String>,
+    pub settings: CertSettings,
+    /// How often the Secret is read and the renewal rules checked.
+    pub check_interval: Duration,
+}
+
+/// What one pass found.
+#[derive(Debug, thiserror::Error)]
+enum PassError {
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Cert(#[from] certs::CertError),
+    #[error("{0}")]
+    Load(String),
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn data_of(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect()
+}
+
+/// Runs forever: quickly until a certificate is loaded, then every `check_interval`.
+pub async fn run(
+    client: Client,
+    config: CertConfig,
+    serving: Arc<ServingCert>,
+    leader: watch::Receiver<bool>,
+    metrics: Metrics,
+) {
+    let mut loaded: Option<String> = None;
+    loop {
+        let is_leader = *leader.borrow();
+        match pass(&client, &config, &serving, is_leader, &metrics, &mut loaded).await {
+            Ok(()) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, secret = %config.secret_name, "webhook certificates: retrying")
+            }
+        }
+        let wait = if loaded.is_some() { config.check_interval } else { Duration::from_secs(1) };
+        let mut elected = leader.clone();
+        // A new leader checks at once rather than at the next tick.
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = elected.wait_for(|is| *is), if !is_leader => {}
+        }
+    }
+}
+
+async fn pass(
+    client: &Client,
+    config: &CertConfig,
+    serving: &ServingCert,
+    is_leader: bool,
+    metrics: &Metrics,
+    loaded: &mut Option<String>,
+) -> Result<(), PassError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &config.secret_namespace);
+    let secret = secrets.get_opt(&config.secret_name).await?;
+    let mut bundle = secret.as_ref().and_then(|s| Bundle::from_secret_data(&data_of(s)));
+    if is_leader {
+        let plan = certs::plan(bundle.as_ref(), &config.settings, now());
+        if plan != Plan::Keep {
+            let renewed = certs::issue(&plan, bundle.as_ref(), &config.settings, now())?;
+            store(&secrets, config, secret.as_ref(), &renewed).await?;
+            tracing::info!(?plan, secret = %config.secret_name, "webhook certificate issued");
+            bundle = Some(renewed);
+        }
+        if let Some(bundle) = &bundle {
+            patch_ca_bundles(client, config, bundle).await?;
+        }
+    }
+    let Some(bundle) = bundle else {
+        tracing::debug!(secret = %config.secret_name, "no webhook certificate yet; the leader creates it");
+        return Ok(());
+    };
+    if loaded.as_deref() != Some(bundle.cert.as_str()) {
+        serving.load(&bundle.cert, &bundle.key).map_err(PassError::Load)?;
+        metrics.webhook_certificate_expiry.set(certs::not_after(&bundle.cert).unwrap_or(0));
+        tracing::info!(secret = %config.secret_name, "webhook serving certificate loaded");
+        *loaded = Some(bundle.cert.clone());
+    }
+    Ok(())
+}
+
+/// Writes the bundle: create, or replace conditional on the version read (a conflict means
+/// another writer won; the next pass reads what it wrote).
+async fn store(
+    secrets: &Api<Secret>,
+    config: &CertConfig,
+    current: Option<&Secret>,
+    bundle: &Bundle,
+) -> Result<(), kube::Error> {
+    let data = bundle.to_secret_data().into_iter().map(|(k, v)| (k, ByteString(v))).collect();
+    let mut secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(config.secret_name.clone()),
+            namespace: Some(config.secret_namespace.clone()),
+            labels: Some(BTreeMap::from([
+                (labels::NAME.to_owned(), labels::LAMEDUCK.to_owned()),
+                (labels::COMPONENT.to_owned(), "webhook".to_owned()),
+                (labels::MANAGED_BY.to_owned(), labels::LAMEDUCK.to_owned()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        type_: Some("kubernetes.io/tls".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    };
+    match current {
+        None => secrets.create(&PostParams::default(), &secret).await.map(|_| ()),
+        Some(current) => {
+            secret.metadata.resource_version = current.metadata.resource_version.clone();
+            // Keep what others put on the Secret (the chart's labels, say).
+            secret.metadata.labels = Some(
+                current
+                    .metadata
+                    .labels
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(secret.metadata.labels.take().unwrap_or_default())
+                    .collect(),
+            );
+            secret.metadata.annotations = current.metadata.annotations.clone();
+            secrets.replace(&config.secret_name, &PostParams::default(), &secret).await.map(|_| ())
+        }
+    }
+}
+
+/// Sets `caBundle` on every webhook of both configurations where it differs.
+async fn patch_ca_bundles(client: &Client, config: &CertConfig, bundle: &Bundle) -> Result<(), kube::Error> {
+    let ca = ByteString(bundle.ca_bundle());
+    if let Some(name) = &config.mutating_configuration {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        patch_configuration(&api, name, &ca, |c| {
+            c.webhooks.iter().flatten().map(|w| (w.name.clone(), w.client_config.ca_bundle.clone())).collect()
+        })
+        .await?;
+    }
+    if let Some(name) = &config.validating_configuration {
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        patch_configuration(&api, name, &ca, |c| {
+            c.webhooks.iter().flatten().map(|w| (w.name.clone(), w.client_config.ca_bundle.clone())).collect()
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Patches `caBundle` into the webhooks of configuration `name` whose bundle differs.
+/// `bundles` lists each webhook's name and current `caBundle`.
+async fn patch_configuration<K>(
+    api: &Api<K>,
+    name: &str,
+    ca: &ByteString,
+    bundles: impl Fn(&K) -> Vec<(String, Option<ByteString>)>,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(current) = api.get_opt(name).await? else {
+        tracing::debug!(configuration = %name, "no webhook configuration to patch yet");
+        return Ok(());
+    };
+    let stale: Vec<String> = bundles(&current)
+        .into_iter()
+        .filter(|(_, bundle)| bundle.as_ref() != Some(ca))
+        .map(|(w, _)| w)
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    // `webhooks` merges by name in a strategic-merge patch: only `caBundle` changes.
+    let patch = json!({
+        "webhooks": stale.iter().map(|w| json!({"name": w, "clientConfig": {"caBundle": ca}})).collect::<Vec<_>>()
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Strategic(&patch)).await?;
+    tracing::info!(configuration = %name, webhooks = ?stale, "caBundle patched");
+    Ok(())
+}
