@@ -3,7 +3,9 @@
 
 mod check;
 mod crds;
+mod inject;
 mod manifest;
+mod yaml;
 
 use std::{
     io::{self, Read, Write},
@@ -13,6 +15,7 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use lameduck_api::GoDuration;
 
 /// Exit code when the input cannot be read or parsed (clap uses it for usage errors too).
 const EXIT_BAD_INPUT: u8 = 2;
@@ -42,6 +45,14 @@ enum Command {
     /// ShutdownPolicy objects in the input apply to the workloads they select.
     /// Exits 1 when a rule is broken, 2 when the input cannot be read.
     Check(CheckArgs),
+    /// Set up graceful shutdown in manifests and print them (like `linkerd inject`).
+    ///
+    /// Adds a lameduck-proxy to each pod template of Pods, Deployments, StatefulSets, DaemonSets,
+    /// ReplicaSets, Jobs, CronJobs and Lists, or adjusts the linkerd-proxy it already has (or the
+    /// Linkerd annotations when Linkerd injects it at admission), with the drain settings below.
+    /// Other objects, and templates already set up this way, are printed as they were written.
+    /// Exits 2, printing nothing, when any input cannot be read.
+    Inject(InjectArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +73,82 @@ struct CheckArgs {
     /// Fail (exit 1) on warnings too.
     #[arg(long, env = "LAMEDUCK_CHECK_STRICT")]
     strict: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct InjectArgs {
+    /// Manifest file to inject, `-` for standard input. Repeat for several files.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE",
+        required = true,
+        env = "LAMEDUCK_INJECT_FILES",
+        value_delimiter = ','
+    )]
+    files: Vec<PathBuf>,
+    /// Seconds the proxy waits in preStop before it starts draining (a classic sidecar only:
+    /// the kubelet stops a native sidecar after the app anyway).
+    // Negative numbers are taken as the value, so `-1` is refused naming this flag.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "LAMEDUCK_INJECT_WAIT_BEFORE_EXIT_SECONDS",
+        allow_negative_numbers = true
+    )]
+    wait_before_exit_seconds: Option<u32>,
+    /// How long the proxy drains before it closes what is left, e.g. 30s or 2m.
+    #[arg(long, value_name = "DURATION", env = "LAMEDUCK_INJECT_SHUTDOWN_GRACE_PERIOD")]
+    shutdown_grace_period: Option<GoDuration>,
+    /// Turn the proxy's /shutdown endpoint on, or off with `=false`. Default: the proxy's own
+    /// (off), or on with --await.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        env = "LAMEDUCK_INJECT_ENABLE_SHUTDOWN_ENDPOINT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    enable_shutdown_endpoint: Option<bool>,
+    /// Run the proxy as a native sidecar (an init container with restartPolicy: Always).
+    #[arg(long, env = "LAMEDUCK_INJECT_NATIVE_SIDECAR")]
+    native_sidecar: bool,
+    /// Image of an added lameduck-proxy container.
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        env = "LAMEDUCK_INJECT_PROXY_IMAGE",
+        default_value = lameduck_api::names::images::PROXY,
+        value_parser = image_reference
+    )]
+    proxy_image: String,
+    /// Wrap each app container's command with `lameduck-await -S --`: the app starts once the
+    /// proxy is ready, and the proxy stops when the app exits (containers without a command are
+    /// left alone).
+    #[arg(long = "await", env = "LAMEDUCK_INJECT_AWAIT")]
+    await_app: bool,
+}
+
+impl InjectArgs {
+    fn options(&self) -> inject::Options {
+        inject::Options {
+            wait_before_exit: self.wait_before_exit_seconds.map(|s| GoDuration::from_secs(u64::from(s))),
+            shutdown_grace_period: self.shutdown_grace_period,
+            enable_shutdown_endpoint: self.enable_shutdown_endpoint,
+            native_sidecar: self.native_sidecar,
+            proxy_image: self.proxy_image.clone(),
+            await_app: self.await_app,
+        }
+    }
+}
+
+/// Refuses what cannot be an image reference, so the mistake is reported with the flag.
+fn image_reference(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.contains(char::is_whitespace) {
+        return Err("an image reference is not empty and has no spaces".to_owned());
+    }
+    Ok(value.to_owned())
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -116,6 +203,42 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.failed(args.strict) { ExitCode::from(EXIT_FINDINGS) } else { ExitCode::SUCCESS })
 }
 
+fn run_inject(args: &InjectArgs) -> anyhow::Result<ExitCode> {
+    // The same rule the ShutdownPolicy schema has for these two settings.
+    if let (Some(wait), Some(grace)) = (args.wait_before_exit_seconds, args.shutdown_grace_period)
+        && GoDuration::from_secs(u64::from(wait)) >= grace
+    {
+        eprintln!(
+            "error: --wait-before-exit-seconds ({wait}s) must be shorter than --shutdown-grace-period ({grace})"
+        );
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    let mut inputs = Vec::with_capacity(args.files.len());
+    for path in &args.files {
+        match read_input(path) {
+            Ok(input) => inputs.push(input),
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return Ok(ExitCode::from(EXIT_BAD_INPUT));
+            }
+        }
+    }
+    let injected = match inject::inject(&inputs, &args.options()) {
+        Ok(injected) => injected,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    for warning in &injected.warnings {
+        eprintln!("warning: {warning}");
+    }
+    // On stderr, like `linkerd inject`'s summary, so stdout stays the manifests alone.
+    eprintln!("{} of {} documents changed", injected.changed, injected.documents);
+    io::stdout().lock().write_all(injected.output.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
@@ -130,6 +253,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => run_check(&args),
+        Command::Inject(args) => run_inject(&args),
     }
 }
 

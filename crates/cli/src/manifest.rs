@@ -1,4 +1,5 @@
-//! Reading Kubernetes manifests: multi-document YAML (or JSON) into workloads with pod templates.
+//! Reading Kubernetes manifests: multi-document YAML (or JSON) into documents that keep their
+//! text, and those into workloads with pod templates.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +36,7 @@ impl std::fmt::Display for Origin {
     }
 }
 
-/// Input that could not be read. Nothing is checked when the input is bad.
+/// Input that could not be read. Nothing is checked or written when the input is bad.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ManifestError {
     /// The YAML itself is malformed.
@@ -44,6 +45,13 @@ pub(crate) enum ManifestError {
     /// A known kind whose fields do not have the right types.
     #[error(transparent)]
     Shape(Box<ShapeError>),
+}
+
+impl ManifestError {
+    /// The object of `kind` named `name` at `origin` is not what its kind says.
+    pub(crate) fn shape(origin: Origin, kind: &str, name: &str, message: String) -> Self {
+        Self::Shape(Box::new(ShapeError { origin, kind: kind.to_owned(), name: name.to_owned(), message }))
+    }
 }
 
 /// An object of a known kind whose fields do not have the right types.
@@ -89,7 +97,10 @@ pub(crate) struct Manifests {
 
 /// One document's text and the line it starts on.
 struct Chunk {
+    /// What the YAML parser reads: the document with its start marker blanked.
     text: String,
+    /// The document exactly as written, start marker excluded unless content follows it.
+    verbatim: String,
     first_line: usize,
 }
 
@@ -98,6 +109,7 @@ struct Chunk {
 fn split_documents(input: &str) -> Vec<Chunk> {
     let mut chunks = Vec::new();
     let mut current = String::new();
+    let mut verbatim = String::new();
     let mut first_line = 1;
     for (index, line) in input.split_inclusive('\n').enumerate() {
         let bare = line.trim_end_matches(['\n', '\r']);
@@ -107,32 +119,59 @@ fn split_documents(input: &str) -> Vec<Chunk> {
             if current.trim().is_empty() {
                 current.clear();
             } else {
-                chunks.push(Chunk { text: std::mem::take(&mut current), first_line });
+                chunks.push(Chunk {
+                    text: std::mem::take(&mut current),
+                    verbatim: std::mem::take(&mut verbatim),
+                    first_line,
+                });
             }
+            verbatim.clear();
             first_line = index + 1;
             // Content after `--- ` (such as a flow mapping) belongs to the new document.
             if is_start && bare.len() > 3 {
                 current.push_str("   ");
                 current.push_str(&line[3..]);
+                verbatim.push_str(line);
             } else {
                 current.push('\n');
             }
             continue;
         }
         current.push_str(line);
+        verbatim.push_str(line);
     }
     if !current.trim().is_empty() {
-        chunks.push(Chunk { text: current, first_line });
+        chunks.push(Chunk { text: current, verbatim, first_line });
     }
     chunks
 }
 
-/// Reads every document of `input`; `source_name` names it in errors (a path, or `-`).
-pub(crate) fn parse(source_name: &str, input: &str) -> Result<Manifests, ManifestError> {
-    let mut out = Manifests::default();
+/// One document of a stream: where it is, its text as written, and its YAML.
+#[derive(Debug)]
+pub(crate) struct Document {
+    pub(crate) origin: Origin,
+    /// The document exactly as written, without the `---` line before it (unless content
+    /// follows the marker on that line, as in `--- {kind: Pod}`).
+    pub(crate) text: String,
+    /// Length of the comments and blank lines at the start of `text`.
+    preamble_len: usize,
+    pub(crate) value: Value,
+}
+
+impl Document {
+    /// The comments and blank lines before the document's content.
+    pub(crate) fn preamble(&self) -> &str {
+        &self.text[..self.preamble_len]
+    }
+}
+
+/// Reads every document of `input` as YAML, stopping at the first malformed one; `source_name`
+/// names it in errors (a path, or `-`).
+pub(crate) fn documents(source_name: &str, input: &str) -> Result<Vec<Document>, ManifestError> {
+    let mut out = Vec::new();
     for (index, chunk) in split_documents(input).into_iter().enumerate() {
         let document = index + 1;
-        let value: Value = serde_yaml_ng::from_str(&chunk.text).map_err(|err| {
+        let syntax_error = |err: serde_yaml_ng::Error| {
             let (line, column) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
             let line = if line == 0 { chunk.first_line } else { line + chunk.first_line - 1 };
             ManifestError::Syntax {
@@ -142,19 +181,37 @@ pub(crate) fn parse(source_name: &str, input: &str) -> Result<Manifests, Manifes
                 column,
                 message: strip_location(&err.to_string()),
             }
-        })?;
-        let content_offset = chunk
-            .text
-            .lines()
-            .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-            .unwrap_or(0);
-        let origin = Origin {
-            source: source_name.to_owned(),
-            document,
-            line: chunk.first_line + content_offset,
-            item: None,
         };
-        collect(value, origin, &mut out)?;
+        let mut value: Value = serde_yaml_ng::from_str(&chunk.text).map_err(syntax_error)?;
+        // kubectl reads `<<: *anchor` as YAML 1.1's merge key; so must the rules, and a document
+        // written back must not turn it into a literal `"<<"` key.
+        value.apply_merge().map_err(syntax_error)?;
+        let is_content = |l: &str| !l.trim().is_empty() && !l.trim_start().starts_with('#');
+        let content_offset = chunk.text.lines().position(is_content).unwrap_or(0);
+        // Counted on the verbatim text, where a `--- ...` line counts as content: a preamble
+        // never holds a document marker.
+        let preamble_len =
+            chunk.verbatim.split_inclusive('\n').take_while(|l| !is_content(l)).map(str::len).sum();
+        out.push(Document {
+            origin: Origin {
+                source: source_name.to_owned(),
+                document,
+                line: chunk.first_line + content_offset,
+                item: None,
+            },
+            text: chunk.verbatim,
+            preamble_len,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads every document of `input`; `source_name` names it in errors (a path, or `-`).
+pub(crate) fn parse(source_name: &str, input: &str) -> Result<Manifests, ManifestError> {
+    let mut out = Manifests::default();
+    for document in documents(source_name, input)? {
+        read(document.value, document.origin, &mut out)?;
     }
     Ok(out)
 }
@@ -171,87 +228,135 @@ fn str_field<'v>(value: &'v Value, key: &str) -> Option<&'v str> {
     value.get(key).and_then(Value::as_str)
 }
 
-fn collect(value: Value, origin: Origin, out: &mut Manifests) -> Result<(), ManifestError> {
-    if value.is_null() {
-        return Ok(());
-    }
-    let kind = str_field(&value, "kind").unwrap_or_default().to_owned();
-    let name = value
+/// An object's `kind`, or empty.
+pub(crate) fn kind_of(value: &Value) -> &str {
+    str_field(value, "kind").unwrap_or_default()
+}
+
+/// An object's name (or `generateName`) for messages.
+pub(crate) fn name_of(value: &Value) -> &str {
+    value
         .get("metadata")
         .and_then(|m| str_field(m, "name").or_else(|| str_field(m, "generateName")))
         .unwrap_or("<unnamed>")
-        .to_owned();
-    let shape_error = |message: String| {
-        ManifestError::Shape(Box::new(ShapeError {
-            origin: origin.clone(),
-            kind: kind.clone(),
-            name: name.clone(),
-            message,
-        }))
-    };
-    fn typed<T: DeserializeOwned>(value: Value) -> Result<T, String> {
-        serde_yaml_ng::from_value(value).map_err(|e| e.to_string())
+}
+
+/// The kinds that carry a pod template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WorkloadKind {
+    Pod,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    Job,
+    CronJob,
+}
+
+impl WorkloadKind {
+    pub(crate) fn of(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "Pod" => Self::Pod,
+            "Deployment" => Self::Deployment,
+            "StatefulSet" => Self::StatefulSet,
+            "DaemonSet" => Self::DaemonSet,
+            "ReplicaSet" => Self::ReplicaSet,
+            "Job" => Self::Job,
+            "CronJob" => Self::CronJob,
+            _ => return None,
+        })
     }
 
-    let api_version = str_field(&value, "apiVersion").unwrap_or_default();
-    let (template, runs_to_completion, namespace) = match kind.as_str() {
-        "List" => {
-            let items = match value.get("items") {
-                Some(Value::Sequence(items)) => items.clone(),
-                None | Some(Value::Null) => Vec::new(),
-                Some(_) => return Err(shape_error("items must be a list".into())),
-            };
-            for (i, item) in items.into_iter().enumerate() {
-                let item_origin = Origin { item: Some(i + 1), ..origin.clone() };
-                collect(item, item_origin, out)?;
+    /// The keys that lead from the object to its pod template. None for a Pod: its own
+    /// `metadata` and `spec` are the template's.
+    pub(crate) const fn template_path(self) -> &'static [&'static str] {
+        match self {
+            Self::Pod => &[],
+            Self::Deployment | Self::StatefulSet | Self::DaemonSet | Self::ReplicaSet | Self::Job => {
+                &["spec", "template"]
             }
-            return Ok(());
+            Self::CronJob => &["spec", "jobTemplate", "spec", "template"],
         }
-        "ShutdownPolicy" if api_version.starts_with(lameduck_api::names::GROUP) => {
-            out.policies.push(typed::<ShutdownPolicy>(value).map_err(shape_error)?);
-            return Ok(());
+    }
+
+    /// Reads the whole object as its typed kind, so a wrong type anywhere in it is reported.
+    fn validate(self, value: &Value) -> Result<(), String> {
+        match self {
+            Self::Pod => typed::<Pod>(value).map(drop),
+            Self::Deployment => typed::<Deployment>(value).map(drop),
+            Self::StatefulSet => typed::<StatefulSet>(value).map(drop),
+            Self::DaemonSet => typed::<DaemonSet>(value).map(drop),
+            Self::ReplicaSet => typed::<ReplicaSet>(value).map(drop),
+            Self::Job => typed::<Job>(value).map(drop),
+            Self::CronJob => typed::<CronJob>(value).map(drop),
         }
-        "Pod" => {
-            let pod: Pod = typed(value).map_err(shape_error)?;
-            let spec = pod.spec.ok_or_else(|| shape_error("missing spec".into()))?;
-            let finishes = spec.restart_policy.as_deref().is_some_and(|p| p != "Always");
-            let template = PodTemplateSpec { metadata: Some(pod.metadata.clone()), spec: Some(spec) };
-            (Some(template), finishes, pod.metadata.namespace)
+    }
+}
+
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
+    // `T::deserialize(value)` borrows; the error text is the same as from an owned value.
+    T::deserialize(value).map_err(|e| e.to_string())
+}
+
+/// Whether `value` is one of lameduck's `ShutdownPolicy` objects.
+pub(crate) fn is_policy(value: &Value) -> bool {
+    kind_of(value) == "ShutdownPolicy"
+        && str_field(value, "apiVersion").unwrap_or_default().starts_with(lameduck_api::names::GROUP)
+}
+
+/// Reads one object (a `List`'s items one by one) into `out`, checking the fields of every kind
+/// it knows.
+pub(crate) fn read(value: Value, origin: Origin, out: &mut Manifests) -> Result<(), ManifestError> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let kind = kind_of(&value).to_owned();
+    let name = name_of(&value).to_owned();
+    let shape_error = |message: String| ManifestError::shape(origin.clone(), &kind, &name, message);
+
+    if kind == "List" {
+        let items = match value.get("items") {
+            Some(Value::Sequence(items)) => items.clone(),
+            None | Some(Value::Null) => Vec::new(),
+            Some(_) => return Err(shape_error("items must be a list".into())),
+        };
+        for (i, item) in items.into_iter().enumerate() {
+            let item_origin = Origin { item: Some(i + 1), ..origin.clone() };
+            read(item, item_origin, out)?;
         }
-        "Deployment" => {
-            let d: Deployment = typed(value).map_err(shape_error)?;
-            (d.spec.map(|s| s.template), false, d.metadata.namespace)
-        }
-        "StatefulSet" => {
-            let s: StatefulSet = typed(value).map_err(shape_error)?;
-            (s.spec.map(|s| s.template), false, s.metadata.namespace)
-        }
-        "DaemonSet" => {
-            let d: DaemonSet = typed(value).map_err(shape_error)?;
-            (d.spec.map(|s| s.template), false, d.metadata.namespace)
-        }
-        "ReplicaSet" => {
-            let r: ReplicaSet = typed(value).map_err(shape_error)?;
-            (r.spec.and_then(|s| s.template), false, r.metadata.namespace)
-        }
-        "Job" => {
-            let j: Job = typed(value).map_err(shape_error)?;
-            (j.spec.map(|s| s.template), true, j.metadata.namespace)
-        }
-        "CronJob" => {
-            let c: CronJob = typed(value).map_err(shape_error)?;
-            let template = c.spec.and_then(|s| s.job_template.spec).map(|s| s.template);
-            (template, true, c.metadata.namespace)
-        }
-        _ => {
-            let shown = if kind.is_empty() { "<no kind>".to_owned() } else { kind.clone() };
-            out.skipped.push((format!("{shown}/{name}"), origin));
-            return Ok(());
-        }
+        return Ok(());
+    }
+    if is_policy(&value) {
+        out.policies.push(typed::<ShutdownPolicy>(&value).map_err(shape_error)?);
+        return Ok(());
+    }
+    let Some(workload) = WorkloadKind::of(&kind) else {
+        let shown = if kind.is_empty() { "<no kind>".to_owned() } else { kind.clone() };
+        out.skipped.push((format!("{shown}/{name}"), origin));
+        return Ok(());
     };
-    let template = template
+    workload.validate(&value).map_err(shape_error)?;
+    let template = workload
+        .template_path()
+        .iter()
+        .try_fold(&value, |at, key| at.get(key))
+        .map(typed::<PodTemplateSpec>)
+        .transpose()
+        .map_err(shape_error)?
         .filter(|t| t.spec.is_some())
-        .ok_or_else(|| shape_error("missing pod template spec".into()))?;
+        .ok_or_else(|| {
+            let missing = if workload == WorkloadKind::Pod { "spec" } else { "pod template spec" };
+            shape_error(format!("missing {missing}"))
+        })?;
+    let runs_to_completion = match workload {
+        WorkloadKind::Job | WorkloadKind::CronJob => true,
+        // A bare pod whose `restartPolicy` lets it finish.
+        WorkloadKind::Pod => {
+            template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).is_some_and(|p| p != "Always")
+        }
+        _ => false,
+    };
+    let namespace = value.get("metadata").and_then(|m| str_field(m, "namespace")).map(str::to_owned);
     out.workloads.push(Workload { origin, kind, name, namespace, template, runs_to_completion });
     Ok(())
 }
@@ -344,6 +449,25 @@ spec: {restartPolicy: Never, containers: [{name: c}]}
 ";
         let m = parse("-", input).unwrap();
         assert!(m.workloads.iter().all(|w| w.runs_to_completion));
+    }
+
+    #[test]
+    fn merge_keys_are_applied() {
+        let input = "\
+kind: Pod
+metadata: {name: m}
+x-base: &base {image: app:1, lifecycle: {preStop: {sleep: {seconds: 5}}}}
+spec:
+  containers:
+  - <<: *base
+    name: app
+";
+        let m = parse("-", input).unwrap();
+        let app = &m.workloads[0].template.spec.as_ref().unwrap().containers[0];
+        assert_eq!((app.name.as_str(), app.image.as_deref()), ("app", Some("app:1")));
+        assert!(app.lifecycle.is_some());
+        let err = parse("-", "kind: Pod\nspec: {<<: [[1]]}\n").unwrap_err().to_string();
+        assert!(err.starts_with("-: document 1, line 1, "), "{err}");
     }
 
     #[test]

@@ -11,9 +11,9 @@ use std::{
 };
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::{
-    Resource, ResourceExt,
+    ResourceExt,
     runtime::{reflector::Store, watcher},
 };
 use lameduck_api::{
@@ -54,7 +54,8 @@ pub fn assess(pod: &Pod, policies: &[Arc<ShutdownPolicy>]) -> Assessment {
         .iter()
         .chain(spec.init_containers.iter().flatten())
         .any(|c| c.name == proxy.container_name);
-    let marked = pod.annotations().contains_key(annotations::POLICY);
+    // Marked by this policy: a mark from another (or from `lameduck inject`) is not its settings.
+    let marked = pod.annotations().get(annotations::POLICY) == Some(&winner.name_any());
     // Same-second creations are left out: the pod may have been admitted just before the policy.
     let after_policy = match (&pod.metadata.creation_timestamp, &winner.metadata.creation_timestamp) {
         (Some(pod), Some(policy)) => pod.0 > policy.0,
@@ -90,6 +91,8 @@ struct Record {
     namespace: String,
     labels: PodLabels,
     assessment: Assessment,
+    /// An `AdmittedUnmutated` event was published for it.
+    announced: bool,
 }
 
 /// The records of the watched pods, by UID.
@@ -119,13 +122,30 @@ impl PodIndex {
         (unmutated, by_rule)
     }
 
-    /// Records a pod; true when it has just been found unmutated.
-    fn put(&self, uid: String, record: Record) -> bool {
+    /// Records a pod, keeping whether it was announced.
+    fn put(&self, uid: String, mut record: Record) {
         let mut records = self.records.lock().expect("pod index lock");
-        let was = records.get(&uid).is_some_and(|r| r.assessment.unmutated);
-        let now = record.assessment.unmutated;
+        record.announced = records.get(&uid).is_some_and(|r| r.announced && r.assessment.unmutated);
         records.insert(uid, record);
-        now && !was
+    }
+
+    /// Unmutated pods not announced yet: (uid, namespace, name, policy).
+    fn to_announce(&self) -> Vec<(String, String, String, String)> {
+        let records = self.records.lock().expect("pod index lock");
+        records
+            .iter()
+            .filter(|(_, r)| r.assessment.unmutated && !r.announced)
+            .map(|(uid, r)| {
+                let policy = r.assessment.policy.clone().unwrap_or_default();
+                (uid.clone(), r.namespace.clone(), r.labels.name.clone(), policy)
+            })
+            .collect()
+    }
+
+    fn mark_announced(&self, uid: &str) {
+        if let Some(record) = self.records.lock().expect("pod index lock").get_mut(uid) {
+            record.announced = true;
+        }
     }
 
     fn remove(&self, uid: &str) {
@@ -150,67 +170,84 @@ pub fn export(index: &PodIndex, metrics: &Metrics, is_leader: bool) {
     }
 }
 
-/// Follows one pod watch until it ends. `policies` reads the policy caches.
+/// Follows one pod watch until it ends. `policies` reads the policy caches. The leader
+/// publishes one `AdmittedUnmutated` event per such pod, including those found before it led.
 pub async fn follow(
     pods: impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>,
     policies: Vec<Store<ShutdownPolicy>>,
     index: Arc<PodIndex>,
     publisher: Publisher,
-    leader: watch::Receiver<bool>,
+    mut leader: watch::Receiver<bool>,
 ) {
     let mut seen = HashSet::new();
     let mut listing = false;
     let mut pods = std::pin::pin!(pods);
-    while let Some(event) = pods.next().await {
-        let pod = match event {
-            Ok(watcher::Event::Init) => {
+    loop {
+        let event = tokio::select! {
+            event = pods.next() => match event {
+                Some(event) => Some(event),
+                None => return,
+            },
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                None
+            }
+        };
+        match event {
+            None => {}
+            Some(Ok(watcher::Event::Init)) => {
                 listing = true;
                 seen.clear();
-                continue;
             }
-            Ok(watcher::Event::InitDone) => {
+            Some(Ok(watcher::Event::InitDone)) => {
                 listing = false;
                 index.keep_only(&seen);
                 seen.clear();
-                continue;
             }
-            Ok(watcher::Event::Delete(pod)) => {
-                index.remove(pod.uid().as_deref().unwrap_or_default());
-                continue;
+            Some(Ok(watcher::Event::Delete(pod))) => index.remove(pod.uid().as_deref().unwrap_or_default()),
+            Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
+                let Some(uid) = pod.uid() else { continue };
+                if listing {
+                    seen.insert(uid.clone());
+                }
+                let all: Vec<Arc<ShutdownPolicy>> = policies.iter().flat_map(Store::state).collect();
+                let record = Record {
+                    namespace: pod.namespace().unwrap_or_default(),
+                    labels: PodLabels { name: pod.name_any(), labels: pod.labels().clone() },
+                    assessment: assess(&pod, &all),
+                    announced: false,
+                };
+                index.put(uid, record);
             }
-            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
-            Err(err) => {
-                tracing::warn!(error = %err, "pod watch (admission check) failed; retrying");
-                continue;
-            }
-        };
-        let Some(uid) = pod.uid() else { continue };
-        if listing {
-            seen.insert(uid.clone());
+            Some(Err(err)) => tracing::warn!(error = %err, "pod watch (admission check) failed; retrying"),
         }
-        let all: Vec<Arc<ShutdownPolicy>> = policies.iter().flat_map(Store::state).collect();
-        let assessment = assess(&pod, &all);
-        let fresh_unmutated = index.put(
-            uid,
-            Record {
-                namespace: pod.namespace().unwrap_or_default(),
-                labels: PodLabels { name: pod.name_any(), labels: pod.labels().clone() },
-                assessment: assessment.clone(),
-            },
+        let is_leader = *leader.borrow();
+        if is_leader {
+            announce(&index, &publisher).await;
+        }
+    }
+}
+
+async fn announce(index: &PodIndex, publisher: &Publisher) {
+    for (uid, namespace, name, policy) in index.to_announce() {
+        let note = format!(
+            "ShutdownPolicy {policy} selects this pod, but it was admitted without the policy's drain \
+             settings: the lameduck webhook was not reached (failurePolicy Ignore let the pod in). \
+             Recreate the pod once the webhook is back."
         );
-        if fresh_unmutated && *leader.borrow() {
-            let note = format!(
-                "ShutdownPolicy {} selects this pod, but it was admitted without the policy's drain \
-                 settings: the lameduck webhook was not reached (failurePolicy Ignore let the pod in). \
-                 Recreate the pod once the webhook is back.",
-                assessment.policy.as_deref().unwrap_or_default()
-            );
-            let reference = pod.object_ref(&());
-            if let Err(err) =
-                publisher.publish(&reference, EventType::Warning, events::ADMITTED_UNMUTATED, &note).await
-            {
-                tracing::debug!(pod = %pod.name_any(), error = %err, "event not published");
-            }
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(namespace),
+            name: Some(name.clone()),
+            uid: Some(uid.clone()),
+            ..ObjectReference::default()
+        };
+        match publisher.publish(&reference, EventType::Warning, events::ADMITTED_UNMUTATED, &note).await {
+            Ok(()) => index.mark_announced(&uid),
+            Err(err) => tracing::debug!(pod = %name, error = %err, "event not published; next time"),
         }
     }
 }
@@ -251,6 +288,11 @@ mod tests {
         let marked =
             assess(&pod("2026-02-01T00:00:00Z", json!({"lameduck.io/policy": "web"}), 30), &[policy()]);
         assert!(!marked.unmutated);
+        let injected = assess(
+            &pod("2026-02-01T00:00:00Z", json!({"lameduck.io/policy": "lameduck-inject"}), 30),
+            &[policy()],
+        );
+        assert!(injected.unmutated, "inject's mark is not the policy's");
         // Older than the policy: nothing the webhook could have done.
         assert!(!assess(&pod("2025-12-01T00:00:00Z", json!({}), 30), &[policy()]).unmutated);
         // No proxy: nothing to mutate.
@@ -275,10 +317,17 @@ mod tests {
             namespace: "shop".into(),
             labels: PodLabels { name: "web-1".into(), labels: BTreeMap::new() },
             assessment,
+            announced: false,
         };
-        assert!(!index.put("a".into(), record(found)));
-        assert!(index.put("b".into(), record(Assessment { unmutated: true, ..Assessment::default() })));
-        assert!(!index.put("b".into(), record(Assessment { unmutated: true, ..Assessment::default() })));
+        index.put("a".into(), record(found));
+        index.put("b".into(), record(Assessment { unmutated: true, ..Assessment::default() }));
+        let due = index.to_announce();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0, "b");
+        index.mark_announced("b");
+        // Seen again (any pod update): still announced, so no second event.
+        index.put("b".into(), record(Assessment { unmutated: true, ..Assessment::default() }));
+        assert!(index.to_announce().is_empty());
         let (unmutated, by_rule) = index.totals();
         assert_eq!(unmutated, 1);
         assert_eq!(by_rule.get(&Rule::ProxyWaitNotBelowTerminationGrace), Some(&1));

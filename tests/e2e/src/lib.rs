@@ -18,6 +18,7 @@ use kube::{
 use serde_json::json;
 
 pub mod operator;
+pub mod webhook;
 pub mod workloads;
 
 /// The label every test namespace carries, so leftovers are easy to find and delete.

@@ -25,7 +25,7 @@ use tokio::process::{Child, Command};
 use crate::{TestNamespace, logs_dir};
 
 /// The service account the operator runs as in a test namespace.
-const ACCOUNT: &str = "lameduck-operator";
+pub const ACCOUNT: &str = "lameduck-operator";
 
 /// The operator binary: `$LAMEDUCK_OPERATOR_BIN`, else the workspace's release build.
 fn binary() -> PathBuf {
@@ -34,12 +34,19 @@ fn binary() -> PathBuf {
     })
 }
 
-/// The chart's RBAC rules.
-pub fn rules() -> Vec<PolicyRule> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/lameduck/files/operator-rules.yaml");
+/// RBAC rules from one of the chart's files (`deploy/lameduck/files/<file>`).
+pub fn rules_from(file: &str) -> Vec<PolicyRule> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/lameduck/files").join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The chart's RBAC rules for the operator's namespace-scoped work, with the webhook's Secret
+/// (the operator's namespace is the test's).
+pub fn rules() -> Vec<PolicyRule> {
+    let mut rules = rules_from("operator-rules.yaml");
+    rules.extend(rules_from("webhook-secret-rules.yaml"));
+    rules
 }
 
 /// A running operator; killed when dropped.
