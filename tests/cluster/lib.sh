@@ -67,7 +67,7 @@ declare -A DEB_FOR_CMD=(
   [curl]=curl
   [readelf]=binutils
 )
-DEB_PACKAGES="etcd-server containerd runc containernetworking-plugins iptables openssl busybox-static gcc libc6-dev binutils python3 curl iproute2 procps"
+DEB_PACKAGES="etcd-server containerd runc containernetworking-plugins iptables openssl busybox-static gcc libc6-dev binutils python3 curl iproute2 procps prometheus"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -18,6 +18,7 @@ use kube::{
 use serde_json::json;
 
 pub mod operator;
+pub mod prometheus;
 pub mod webhook;
 pub mod workloads;
 

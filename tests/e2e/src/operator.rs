@@ -1,6 +1,6 @@
 //! Runs `lameduck-operator` for one test: a process on this machine, watching only the test's
 //! namespace, authenticated as a ServiceAccount bound to a Role made from the chart's RBAC
-//! rules (`deploy/lameduck/files/operator-rules.yaml`), so a missing permission fails the test.
+//! rules (`deploy/lameduck/files/rbac/`), so a missing permission fails the test.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -34,19 +34,27 @@ fn binary() -> PathBuf {
     })
 }
 
-/// RBAC rules from one of the chart's files (`deploy/lameduck/files/<file>`).
+/// RBAC rules from one of the chart's files (`deploy/lameduck/files/rbac/<file>`).
 pub fn rules_from(file: &str) -> Vec<PolicyRule> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/lameduck/files").join(file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/lameduck/files/rbac").join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The chart's RBAC rules for the operator's namespace-scoped work, with the webhook's Secret
-/// (the operator's namespace is the test's).
+/// The chart's RBAC rules for the operator's namespace-scoped work: every method, the Lease and
+/// the webhook's Secret (the operator's namespace is the test's).
 pub fn rules() -> Vec<PolicyRule> {
-    let mut rules = rules_from("operator-rules.yaml");
-    rules.extend(rules_from("webhook-secret-rules.yaml"));
-    rules
+    [
+        "operator.yaml",
+        "exec.yaml",
+        "portforward.yaml",
+        "ephemeral-containers.yaml",
+        "leader-election.yaml",
+        "webhook-secret.yaml",
+    ]
+    .into_iter()
+    .flat_map(rules_from)
+    .collect()
 }
 
 /// A running operator; killed when dropped.

@@ -94,7 +94,7 @@ impl Webhook {
             }),
         )
         .await;
-        let mut rules = rules_from("webhook-configuration-rules.yaml");
+        let mut rules = rules_from("webhook-configurations.yaml");
         for rule in &mut rules {
             rule.resource_names = Some(vec![name.clone()]);
         }

@@ -1,0 +1,265 @@
+//! The Helm chart (`deploy/lameduck`) rendered with `helm template` over several value sets,
+//! asserting on the objects it renders; `helm lint`; and the schema refusing bad values. Needs
+//! `helm` on PATH (`source tests/cluster/env.sh`), not the cluster.
+
+use std::{collections::BTreeSet, path::PathBuf, process::Command};
+
+use clap::Parser;
+use lameduck_operator::cli::Cli;
+use serde_yaml_ng::Value;
+
+fn chart() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/lameduck")
+}
+
+fn helm(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("helm")
+        .args(args)
+        .output()
+        .expect("helm on PATH (source tests/cluster/env.sh; tests/cluster/build.sh builds it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Renders the chart as release `ld` in namespace `lameduck` with `--set` values.
+fn render(sets: &[&str], extra: &[&str]) -> Vec<Value> {
+    let chart = chart();
+    let mut args =
+        vec!["template", "ld", chart.to_str().unwrap(), "-n", "lameduck", "--kube-version", "1.34.0"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    args.extend_from_slice(extra);
+    let (ok, stdout, stderr) = helm(&args);
+    assert!(ok, "helm template {sets:?} failed:\n{stderr}");
+    serde_yaml_ng::Deserializer::from_str(&stdout)
+        .map(|doc| Value::deserialize(doc).expect("rendered YAML parses"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+use serde::Deserialize;
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects.iter().find(|o| o["kind"].as_str() == Some(kind) && o["metadata"]["name"].as_str() == Some(name))
+}
+
+fn kinds(objects: &[Value]) -> BTreeSet<String> {
+    objects.iter().filter_map(|o| o["kind"].as_str().map(str::to_owned)).collect()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_sequence()
+        .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// `resource/verb` pairs granted by a role's rules.
+fn grants(role: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_sequence().into_iter().flatten() {
+        for resource in strings(&rule["resources"]) {
+            for verb in strings(&rule["verbs"]) {
+                out.insert(format!("{resource}/{verb}"));
+            }
+        }
+    }
+    out
+}
+
+fn operator_args(objects: &[Value]) -> Vec<String> {
+    let deployment = find(objects, "Deployment", "ld-lameduck").expect("the operator Deployment");
+    strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+}
+
+#[test]
+fn defaults_render_an_ha_operator_with_its_webhook_and_cluster_wide_rbac() {
+    let objects = render(&[], &[]);
+    let deployment = find(&objects, "Deployment", "ld-lameduck").unwrap();
+    let spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(2));
+    let container = &spec["containers"][0];
+    assert_eq!(container["image"].as_str(), Some("localhost/lameduck/operator:dev"));
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"].as_str(), Some("/ready"));
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"].as_str(), Some("/live"));
+    // Restricted Pod Security.
+    assert_eq!(spec["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(spec["securityContext"]["seccompProfile"]["type"].as_str(), Some("RuntimeDefault"));
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(strings(&container["securityContext"]["capabilities"]["drop"]), ["ALL"]);
+    assert!(container["resources"]["requests"]["memory"].is_string());
+    assert_eq!(spec["topologySpreadConstraints"][0]["topologyKey"].as_str(), Some("kubernetes.io/hostname"));
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"));
+    assert_eq!(annotations["prometheus.io/port"].as_str(), Some("9090"));
+
+    let pdb = find(&objects, "PodDisruptionBudget", "ld-lameduck").expect("a PDB with 2 replicas");
+    assert_eq!(pdb["spec"]["minAvailable"].as_i64(), Some(1));
+    let metrics = find(&objects, "Service", "ld-lameduck-metrics").unwrap();
+    assert_eq!(metrics["metadata"]["annotations"]["prometheus.io/scrape"].as_str(), Some("true"));
+
+    // The webhook: service-backed, after Linkerd's injector, failing open, never the release's own
+    // namespace or kube-system, no caBundle (the operator patches it).
+    let mutating = find(&objects, "MutatingWebhookConfiguration", "ld-lameduck").unwrap();
+    let hook = &mutating["webhooks"][0];
+    assert_eq!(hook["name"].as_str(), Some("pods.lameduck.io"));
+    assert_eq!(hook["reinvocationPolicy"].as_str(), Some("IfNeeded"));
+    assert_eq!(hook["failurePolicy"].as_str(), Some("Ignore"));
+    assert_eq!(hook["clientConfig"]["service"]["name"].as_str(), Some("ld-lameduck-webhook"));
+    assert!(hook["clientConfig"]["caBundle"].is_null());
+    let excluded = &hook["namespaceSelector"]["matchExpressions"][0];
+    assert_eq!(excluded["operator"].as_str(), Some("NotIn"));
+    assert_eq!(strings(&excluded["values"]), ["lameduck", "kube-system"]);
+    assert!(find(&objects, "ValidatingWebhookConfiguration", "ld-lameduck").is_some());
+    assert!(find(&objects, "Service", "ld-lameduck-webhook").is_some());
+
+    // RBAC: the watch rules cluster-wide with every method; the Lease and the Secret only in the
+    // release namespace; the webhook configurations only by name.
+    let cluster = grants(find(&objects, "ClusterRole", "ld-lameduck").unwrap());
+    for grant in [
+        "pods/watch",
+        "pods/patch",
+        "pods/exec/create",
+        "pods/portforward/get",
+        "pods/ephemeralcontainers/patch",
+    ] {
+        assert!(cluster.contains(grant), "{grant} missing from {cluster:?}");
+    }
+    assert!(!cluster.iter().any(|g| g.starts_with("secrets") || g.starts_with("leases")), "{cluster:?}");
+    let own = find(&objects, "Role", "ld-lameduck-self").unwrap();
+    assert_eq!(own["metadata"]["namespace"].as_str(), Some("lameduck"));
+    let own = grants(own);
+    assert!(own.contains("leases/patch") && own.contains("secrets/create"), "{own:?}");
+    let webhook_role = find(&objects, "ClusterRole", "ld-lameduck-webhook").unwrap();
+    assert_eq!(strings(&webhook_role["rules"][0]["resourceNames"]), ["ld-lameduck"]);
+
+    // The chart and the binary agree: every rendered flag parses and validates.
+    let args = operator_args(&objects);
+    let cli = Cli::try_parse_from(std::iter::once("lameduck-operator".to_owned()).chain(args.clone()))
+        .unwrap_or_else(|e| panic!("the chart passes flags the operator refuses: {e}\n{args:?}"));
+    let config = cli.validate(Some("ld-lameduck-0".into()), Some("lameduck".into())).unwrap();
+    let webhook = config.webhook.expect("the webhook is on");
+    assert!(webhook.certs.settings.hosts.contains(&"ld-lameduck-webhook.lameduck.svc".to_owned()));
+    assert_eq!(webhook.certs.secret_name, "ld-lameduck-webhook-tls");
+    assert_eq!(webhook.certs.mutating_configuration.as_deref(), Some("ld-lameduck"));
+    assert_eq!(config.lease.name, "ld-lameduck");
+
+    // No monitoring CRDs in the cluster: no ServiceMonitor or PrometheusRule.
+    let found = kinds(&objects);
+    assert!(!found.contains("ServiceMonitor") && !found.contains("PrometheusRule"), "{found:?}");
+}
+
+#[test]
+fn namespace_scope_binds_roles_per_namespace_and_methods_switch_their_rules() {
+    let objects = render(
+        &["rbac.scope=namespaces", "watchNamespaces={jobs,web}", "rbac.methods.exec=false", "replicas=1"],
+        &[],
+    );
+    assert!(find(&objects, "ClusterRole", "ld-lameduck").is_none(), "no cluster-wide watch rules");
+    for ns in ["jobs", "web"] {
+        let role = objects
+            .iter()
+            .find(|o| o["kind"].as_str() == Some("Role") && o["metadata"]["namespace"].as_str() == Some(ns))
+            .unwrap_or_else(|| panic!("no Role in {ns}"));
+        let granted = grants(role);
+        assert!(granted.contains("pods/watch") && granted.contains("pods/portforward/create"), "{granted:?}");
+        assert!(!granted.iter().any(|g| g.starts_with("pods/exec")), "exec is switched off: {granted:?}");
+        assert!(
+            objects.iter().any(|o| o["kind"].as_str() == Some("RoleBinding")
+                && o["metadata"]["namespace"].as_str() == Some(ns))
+        );
+    }
+    let args = operator_args(&objects);
+    assert!(args.contains(&"--namespace=jobs,web".to_owned()), "{args:?}");
+    // Only the watched namespaces' pods go to the webhook.
+    let mutating = find(&objects, "MutatingWebhookConfiguration", "ld-lameduck").unwrap();
+    let expressions = mutating["webhooks"][0]["namespaceSelector"]["matchExpressions"].as_sequence().unwrap();
+    assert!(
+        expressions
+            .iter()
+            .any(|e| e["operator"].as_str() == Some("In") && strings(&e["values"]) == ["jobs", "web"])
+    );
+    assert!(find(&objects, "PodDisruptionBudget", "ld-lameduck").is_none(), "no PDB for one replica");
+}
+
+#[test]
+fn webhook_off_renders_no_webhook_objects_and_monitoring_crds_turn_on_their_objects() {
+    let objects = render(&["webhook.enabled=false"], &[]);
+    let found = kinds(&objects);
+    assert!(
+        !found.contains("MutatingWebhookConfiguration") && !found.contains("ValidatingWebhookConfiguration")
+    );
+    assert!(find(&objects, "Service", "ld-lameduck-webhook").is_none());
+    assert!(find(&objects, "ClusterRole", "ld-lameduck-webhook").is_none());
+    assert!(
+        !grants(find(&objects, "Role", "ld-lameduck-self").unwrap()).iter().any(|g| g.starts_with("secrets"))
+    );
+    assert!(!operator_args(&objects).iter().any(|a| a.starts_with("--webhook")));
+
+    let objects = render(
+        &[],
+        &[
+            "--api-versions",
+            "monitoring.coreos.com/v1/ServiceMonitor",
+            "--api-versions",
+            "monitoring.coreos.com/v1/PrometheusRule",
+        ],
+    );
+    let monitor = find(&objects, "ServiceMonitor", "ld-lameduck").expect("a ServiceMonitor");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"].as_str(), Some("metrics"));
+    let rule = find(&objects, "PrometheusRule", "ld-lameduck").expect("a PrometheusRule");
+    let groups = rule["spec"]["groups"].as_sequence().expect("rule groups");
+    let alerts: Vec<&str> = groups
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().into_iter().flatten())
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    assert!(alerts.contains(&"LameduckStuckPods") && alerts.contains(&"LameduckUnmutatedPods"), "{alerts:?}");
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_value() {
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    for (set, named) in [
+        ("rbac.scope=galaxy", "scope"),
+        ("replicas=0", "replicas"),
+        ("webhook.failurePolicy=Sometimes", "failurePolicy"),
+        ("operator.statusInterval=soon", "statusInterval"),
+        ("unknownValue=1", "unknownValue"),
+    ] {
+        let (ok, _, stderr) = helm(&["template", "ld", chart, "--kube-version", "1.34.0", "--set", set]);
+        assert!(!ok, "{set} was accepted");
+        assert!(stderr.contains(named), "{set}: the error does not name {named}:\n{stderr}");
+    }
+    let (ok, _, stderr) =
+        helm(&["template", "ld", chart, "--kube-version", "1.34.0", "--set", "rbac.scope=namespaces"]);
+    assert!(!ok && stderr.contains("watchNamespaces"), "{stderr}");
+}
+
+#[test]
+fn lint_is_clean_and_the_chart_ships_the_generated_crds() {
+    let chart = chart();
+    for sets in [vec![], vec!["--set", "rbac.scope=namespaces", "--set", "watchNamespaces={a}"]] {
+        let mut args = vec!["lint", "--strict", chart.to_str().unwrap(), "--kube-version", "1.34.0"];
+        args.extend(sets);
+        let (ok, stdout, stderr) = helm(&args);
+        assert!(ok, "helm lint failed:\n{stdout}{stderr}");
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crds");
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        let shipped = chart.join("crds").join(path.file_name().unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&shipped).unwrap_or_default(),
+            std::fs::read_to_string(&path).unwrap(),
+            "{} differs from {}: copy crds/*.yaml into deploy/lameduck/crds/",
+            shipped.display(),
+            path.display()
+        );
+    }
+}

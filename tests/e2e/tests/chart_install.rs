@@ -1,0 +1,153 @@
+//! `helm install` of the chart on the local cluster, as a user would: the operator comes up Ready
+//! (two replicas, one leader), its webhook is trusted through the chart's Service, a meshed Job in
+//! a watched namespace gets its drain settings at admission and completes, and Prometheus (Debian's
+//! package, scraping the pods that the chart's `prometheus.io/*` annotations select; see
+//! `lameduck_e2e::prometheus` for the discovery) sees `lameduck_shutdown_attempts_total` rise.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{
+    admissionregistration::v1::MutatingWebhookConfiguration,
+    apps::v1::Deployment,
+    batch::v1::Job,
+    core::v1::{Pod, Secret},
+};
+use kube::{Api, ResourceExt, api::ListParams};
+use lameduck_api::{
+    ShutdownPolicy,
+    names::{annotations, containers},
+};
+use lameduck_e2e::{
+    TestNamespace, exit_code, http_get,
+    operator::sample_value,
+    prometheus::Prometheus,
+    workloads::{job, job_complete, job_pod, proxy_container},
+};
+use serde_json::json;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn helm(args: &[&str]) -> String {
+    let chart = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/lameduck");
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| if *a == "CHART" { chart.display().to_string() } else { (*a).to_owned() })
+        .collect();
+    let out = Command::new("helm").args(&args).output().expect("helm on PATH (source tests/cluster/env.sh)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "helm {args:?} failed:\n{text}");
+    text
+}
+
+/// The operator pods' `/metrics`, each scraped directly.
+async fn operator_metrics(ns: &TestNamespace) -> Vec<String> {
+    let pods: Api<Pod> = ns.api();
+    let mut out = Vec::new();
+    for pod in pods.list(&ListParams::default().labels("app.kubernetes.io/name=lameduck")).await.unwrap() {
+        let Some(ip) = pod.status.and_then(|s| s.pod_ip) else { continue };
+        let addr = format!("{ip}:9090").parse().unwrap();
+        if let Some((200, body)) = http_get(addr, "/metrics").await {
+            out.push(body);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn helm_install_gives_a_ready_operator_that_finishes_jobs_and_prometheus_scrapes_it() {
+    let system = TestNamespace::new("chart").await;
+    let work = TestNamespace::new("chart-jobs").await;
+    let release = system.name.clone();
+    let fullname = format!("{release}-lameduck");
+    let started = Instant::now();
+    helm(&[
+        "install",
+        &release,
+        "CHART",
+        "--namespace",
+        &system.name,
+        "--set",
+        "rbac.scope=namespaces",
+        "--set",
+        &format!("watchNamespaces={{{}}}", work.name),
+        "--set",
+        "operator.logFormat=plain",
+        "--set",
+        "operator.statusInterval=1s",
+        "--wait",
+        "--timeout",
+        "3m",
+    ]);
+    println!("helm install --wait: {:.1}s", started.elapsed().as_secs_f64());
+
+    // Two Ready replicas, exactly one of them leading.
+    let deployments: Api<Deployment> = system.api();
+    let deployment = deployments.get(&fullname).await.unwrap();
+    assert_eq!(deployment.status.as_ref().and_then(|s| s.ready_replicas), Some(2));
+    let deadline = Instant::now() + MINUTE;
+    loop {
+        let leaders: f64 =
+            operator_metrics(&system).await.iter().filter_map(|m| sample_value(m, "lameduck_leader")).sum();
+        if leaders == 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leaders: {leaders}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The operator made its certificate and the API server trusts it through the chart's Service.
+    let secrets: Api<Secret> = system.api();
+    assert!(secrets.get_opt(&format!("{fullname}-webhook-tls")).await.unwrap().is_some());
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(system.client.clone());
+    let bundle = mutating.get(&fullname).await.unwrap().webhooks.unwrap()[0].client_config.ca_bundle.clone();
+    assert!(bundle.is_some_and(|b| !b.0.is_empty()), "caBundle not patched");
+
+    let prometheus = Prometheus::start(&system.name, &[&system.name]).await;
+    prometheus
+        .wait_for("count(lameduck_leader)", |v| v >= 2.0, 2 * MINUTE)
+        .await
+        .unwrap_or_else(|e| panic!("Prometheus never scraped both operator pods: {e}"));
+    let before = prometheus.value("sum(lameduck_shutdown_attempts_total) or vector(0)").await.unwrap_or(0.0);
+
+    let _: ShutdownPolicy = work
+        .create(json!({
+            "apiVersion": "lameduck.io/v1alpha1",
+            "kind": "ShutdownPolicy",
+            "metadata": {"name": "default"},
+            "spec": {
+                "proxy": {"profile": "Lameduck"},
+                "completion": {"methods": ["Exec", "PortForward"]},
+                "drain": {"waitBeforeExit": "5s", "shutdownGracePeriod": "10s"},
+            },
+        }))
+        .await;
+    let mut proxy = proxy_container(false);
+    proxy["args"] = json!(["--inbound-target", "127.0.0.1:8080", "--enable-shutdown-endpoint"]);
+    let _: Job = work.create(job("report", 2, json!({"containers": [proxy]}))).await;
+    let jobs: Api<Job> = work.api();
+    work.wait_for(&jobs, "report", "the Job to complete", 2 * MINUTE, |j: Option<&Job>| job_complete(j))
+        .await;
+    let pod = job_pod(&work, "report").await;
+    assert_eq!(exit_code(&pod, containers::LAMEDUCK_PROXY), Some(0));
+    // Admitted through the in-cluster webhook: the policy's drain settings are on the proxy.
+    assert_eq!(pod.annotations().get(annotations::POLICY).map(String::as_str), Some("default"));
+    let proxy =
+        pod.spec.as_ref().unwrap().containers.iter().find(|c| c.name == containers::LAMEDUCK_PROXY).unwrap();
+    assert!(
+        proxy.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()).is_some(),
+        "no preStop from the policy"
+    );
+
+    let rose = prometheus
+        .wait_for("sum(lameduck_shutdown_attempts_total)", move |v| v > before, 2 * MINUTE)
+        .await
+        .unwrap_or_else(|e| panic!("lameduck_shutdown_attempts_total did not rise in Prometheus: {e}"));
+    println!("lameduck_shutdown_attempts_total in Prometheus: {before} -> {rose}");
+
+    helm(&["uninstall", &release, "--namespace", &system.name, "--wait"]);
+    assert!(mutating.get_opt(&fullname).await.unwrap().is_none(), "helm uninstall leaves no webhook behind");
+    work.finish().await;
+    system.finish().await;
+}
