@@ -1,33 +1,17 @@
 //! `lameduck check` and `lameduck crds` as a user runs them: the real binary, real files and
 //! stdin, asserting on exit codes and what is printed.
 
-use std::{
-    io::Write,
-    path::PathBuf,
-    process::{Command, Output, Stdio},
-};
+mod common;
+
+use common::text;
+use std::{path::PathBuf, process::Output};
 
 fn examples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/check")
+    common::examples("check")
 }
 
 fn lameduck(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lameduck"))
-        .args(args)
-        .current_dir(examples())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("lameduck starts");
-    let input = stdin.unwrap_or_default().to_owned();
-    let mut pipe = child.stdin.take().unwrap();
-    std::thread::spawn(move || pipe.write_all(input.as_bytes()));
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    common::run(&examples(), args, &[], stdin)
 }
 
 /// The seed example with the proxy's wait set to `seconds`.

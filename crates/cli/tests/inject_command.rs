@@ -1,37 +1,20 @@
 //! `lameduck inject` as a user runs it: the real binary over the files in `examples/inject`
 //! and stdin, asserting on exit codes, the manifests printed and the messages.
 
-use std::{
-    io::Write,
-    path::PathBuf,
-    process::{Command, Output, Stdio},
-};
+mod common;
+
+use common::text;
+use std::{path::PathBuf, process::Output};
 
 use serde::Deserialize;
 use serde_json::Value;
 
 fn examples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/inject")
+    common::examples("inject")
 }
 
 fn lameduck(args: &[&str], envs: &[(&str, &str)], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lameduck"))
-        .args(args)
-        .envs(envs.iter().copied())
-        .current_dir(examples())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("lameduck starts");
-    let input = stdin.unwrap_or_default().to_owned();
-    let mut pipe = child.stdin.take().unwrap();
-    std::thread::spawn(move || pipe.write_all(input.as_bytes()));
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    common::run(&examples(), args, envs, stdin)
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
