@@ -7,6 +7,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    hash::{Hash, Hasher},
     sync::{Arc, Mutex},
 };
 
@@ -26,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::{
     admission::PodLabels,
+    admitted_pod::AdmittedPod,
     events::{EventType, Publisher},
     metrics::Metrics,
 };
@@ -93,19 +95,32 @@ struct Record {
     assessment: Assessment,
     /// An `AdmittedUnmutated` event was published for it.
     announced: bool,
+    /// What the assessment was made from ([`AdmittedPod::fingerprint`]).
+    fingerprint: u64,
 }
 
 /// The records of the watched pods, by UID.
 #[derive(Debug, Default)]
 pub struct PodIndex {
-    records: Mutex<HashMap<String, Record>>,
+    records: Mutex<Records>,
 }
+
+#[derive(Debug, Default)]
+struct Records {
+    by_uid: HashMap<String, Record>,
+    /// Unmutated pods not announced yet, so that announcing never scans every pod.
+    unannounced: HashSet<String>,
+}
+
+/// How many events one pass publishes, so that a flood of unmutated pods (the webhook was down
+/// during a big rollout) does not hold up the watch.
+const ANNOUNCE_BATCH: usize = 16;
 
 impl PodIndex {
     /// Names and labels of the pods of one namespace.
     pub fn labels_in(&self, namespace: &str) -> Vec<PodLabels> {
         let records = self.records.lock().expect("pod index lock");
-        records.values().filter(|r| r.namespace == namespace).map(|r| r.labels.clone()).collect()
+        records.by_uid.values().filter(|r| r.namespace == namespace).map(|r| r.labels.clone()).collect()
     }
 
     /// (pods admitted unmutated, pods breaking each rule).
@@ -113,7 +128,7 @@ impl PodIndex {
         let records = self.records.lock().expect("pod index lock");
         let mut by_rule = BTreeMap::new();
         let mut unmutated = 0;
-        for record in records.values() {
+        for record in records.by_uid.values() {
             unmutated += i64::from(record.assessment.unmutated);
             for rule in &record.assessment.violations {
                 *by_rule.entry(*rule).or_insert(0) += 1;
@@ -125,36 +140,59 @@ impl PodIndex {
     /// Records a pod, keeping whether it was announced.
     fn put(&self, uid: String, mut record: Record) {
         let mut records = self.records.lock().expect("pod index lock");
-        record.announced = records.get(&uid).is_some_and(|r| r.announced && r.assessment.unmutated);
-        records.insert(uid, record);
+        record.announced = records.by_uid.get(&uid).is_some_and(|r| r.announced && r.assessment.unmutated);
+        if record.assessment.unmutated && !record.announced {
+            records.unannounced.insert(uid.clone());
+        } else {
+            records.unannounced.remove(&uid);
+        }
+        records.by_uid.insert(uid, record);
     }
 
-    /// Unmutated pods not announced yet: (uid, namespace, name, policy).
-    fn to_announce(&self) -> Vec<(String, String, String, String)> {
+    /// Up to `most` unmutated pods not announced yet: (uid, namespace, name, policy).
+    fn to_announce(&self, most: usize) -> Vec<(String, String, String, String)> {
         let records = self.records.lock().expect("pod index lock");
         records
+            .unannounced
             .iter()
-            .filter(|(_, r)| r.assessment.unmutated && !r.announced)
-            .map(|(uid, r)| {
+            .take(most)
+            .filter_map(|uid| {
+                let r = records.by_uid.get(uid)?;
                 let policy = r.assessment.policy.clone().unwrap_or_default();
-                (uid.clone(), r.namespace.clone(), r.labels.name.clone(), policy)
+                Some((uid.clone(), r.namespace.clone(), r.labels.name.clone(), policy))
             })
             .collect()
     }
 
     fn mark_announced(&self, uid: &str) {
-        if let Some(record) = self.records.lock().expect("pod index lock").get_mut(uid) {
+        let mut records = self.records.lock().expect("pod index lock");
+        records.unannounced.remove(uid);
+        if let Some(record) = records.by_uid.get_mut(uid) {
             record.announced = true;
         }
     }
 
+    /// Whether the pod's record was made from this fingerprint.
+    fn is_current(&self, uid: &str, fingerprint: u64) -> bool {
+        self.records
+            .lock()
+            .expect("pod index lock")
+            .by_uid
+            .get(uid)
+            .is_some_and(|r| r.fingerprint == fingerprint)
+    }
+
     fn remove(&self, uid: &str) {
-        self.records.lock().expect("pod index lock").remove(uid);
+        let mut records = self.records.lock().expect("pod index lock");
+        records.by_uid.remove(uid);
+        records.unannounced.remove(uid);
     }
 
     /// Drops the pods a re-list did not return.
     fn keep_only(&self, seen: &HashSet<String>) {
-        self.records.lock().expect("pod index lock").retain(|uid, _| seen.contains(uid));
+        let mut records = self.records.lock().expect("pod index lock");
+        records.by_uid.retain(|uid, _| seen.contains(uid));
+        records.unannounced.retain(|uid| seen.contains(uid));
     }
 }
 
@@ -173,7 +211,7 @@ pub fn export(index: &PodIndex, metrics: &Metrics, is_leader: bool) {
 /// Follows one pod watch until it ends. `policies` reads the policy caches. The leader
 /// publishes one `AdmittedUnmutated` event per such pod, including those found before it led.
 pub async fn follow(
-    pods: impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>,
+    pods: impl Stream<Item = Result<watcher::Event<AdmittedPod>, watcher::Error>>,
     policies: Vec<Store<ShutdownPolicy>>,
     index: Arc<PodIndex>,
     publisher: Publisher,
@@ -213,11 +251,23 @@ pub async fn follow(
                     seen.insert(uid.clone());
                 }
                 let all: Vec<Arc<ShutdownPolicy>> = policies.iter().flat_map(Store::state).collect();
+                let fingerprint = pod.fingerprint(policy_digest(&all));
+                if index.is_current(&uid, fingerprint) {
+                    continue;
+                }
+                let assessment = match pod.to_pod() {
+                    Ok(full) => assess(&full, &all),
+                    Err(err) => {
+                        tracing::debug!(pod = %pod.name_any(), error = %err, "pod spec not readable; not assessed");
+                        Assessment::default()
+                    }
+                };
                 let record = Record {
                     namespace: pod.namespace().unwrap_or_default(),
                     labels: PodLabels { name: pod.name_any(), labels: pod.labels().clone() },
-                    assessment: assess(&pod, &all),
+                    assessment,
                     announced: false,
+                    fingerprint,
                 };
                 index.put(uid, record);
             }
@@ -230,8 +280,26 @@ pub async fn follow(
     }
 }
 
+/// A digest of the policy set: a policy created, deleted or changed re-assesses the pods.
+fn policy_digest(policies: &[Arc<ShutdownPolicy>]) -> u64 {
+    let mut keys: Vec<(Option<String>, Option<i64>, Option<String>)> = policies
+        .iter()
+        .map(|p| {
+            (
+                p.metadata.uid.clone(),
+                p.metadata.generation,
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+            )
+        })
+        .collect();
+    keys.sort();
+    let mut hasher = std::hash::DefaultHasher::new();
+    keys.hash(&mut hasher);
+    hasher.finish()
+}
+
 async fn announce(index: &PodIndex, publisher: &Publisher) {
-    for (uid, namespace, name, policy) in index.to_announce() {
+    for (uid, namespace, name, policy) in index.to_announce(ANNOUNCE_BATCH) {
         let note = format!(
             "ShutdownPolicy {policy} selects this pod, but it was admitted without the policy's drain \
              settings: the lameduck webhook was not reached (failurePolicy Ignore let the pod in). \
@@ -318,16 +386,17 @@ mod tests {
             labels: PodLabels { name: "web-1".into(), labels: BTreeMap::new() },
             assessment,
             announced: false,
+            fingerprint: 0,
         };
         index.put("a".into(), record(found));
         index.put("b".into(), record(Assessment { unmutated: true, ..Assessment::default() }));
-        let due = index.to_announce();
+        let due = index.to_announce(ANNOUNCE_BATCH);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].0, "b");
         index.mark_announced("b");
         // Seen again (any pod update): still announced, so no second event.
         index.put("b".into(), record(Assessment { unmutated: true, ..Assessment::default() }));
-        assert!(index.to_announce().is_empty());
+        assert!(index.to_announce(ANNOUNCE_BATCH).is_empty());
         let (unmutated, by_rule) = index.totals();
         assert_eq!(unmutated, 1);
         assert_eq!(by_rule.get(&Rule::ProxyWaitNotBelowTerminationGrace), Some(&1));

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod admission;
 pub mod admitted;
+pub mod admitted_pod;
 pub mod applied;
 pub mod attempts;
 pub mod certs;

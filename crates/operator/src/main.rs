@@ -13,7 +13,6 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser;
 use futures::{StreamExt, future};
-use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
@@ -32,6 +31,7 @@ use lameduck_operator::{
     admin,
     admission::PodLabels,
     admitted::{self, PodIndex},
+    admitted_pod::AdmittedPod,
     cli::{Cli, Config, LogFormat},
     events::Publisher,
     job_pod::JobPod,
@@ -154,8 +154,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut pod_apis = Vec::new();
     for namespace in namespaces {
         pod_apis.push(match &namespace {
-            Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
-            None => Api::<Pod>::all(client.clone()),
+            Some(ns) => Api::<AdmittedPod>::namespaced(client.clone(), ns),
+            None => Api::<AdmittedPod>::all(client.clone()),
         });
         let (pods_api, policies_api): (Api<JobPod>, Api<ShutdownPolicy>) = match &namespace {
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
@@ -296,7 +296,7 @@ fn start_webhook(
     config: &lameduck_operator::cli::WebhookConfig,
     listener: TcpListener,
     scopes: &[Scope],
-    pod_apis: Vec<Api<Pod>>,
+    pod_apis: Vec<Api<AdmittedPod>>,
     sync_flags: &[Arc<AtomicBool>],
     publisher: &Publisher,
     is_leader: &watch::Receiver<bool>,

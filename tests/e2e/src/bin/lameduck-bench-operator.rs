@@ -53,6 +53,10 @@ enum Mode {
         /// Stop once the operator has synced, after printing its RSS.
         #[arg(long)]
         sync_only: bool,
+        /// Also serve the admission webhook (on a free loopback port), as the chart does: the
+        /// operator then also watches every pod of the namespace.
+        #[arg(long)]
+        webhook: bool,
     },
     /// Main-container exit to pod Succeeded: lameduck-managed Job vs native sidecar.
     Kubelet {
@@ -99,7 +103,13 @@ async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn decisions(client: Client, pods: usize, rate: u32, sync_only: bool) -> anyhow::Result<()> {
+async fn decisions(
+    client: Client,
+    pods: usize,
+    rate: u32,
+    sync_only: bool,
+    webhook: bool,
+) -> anyhow::Result<()> {
     let ns = format!("bench-decisions-{pods}");
     namespace(&client, &ns).await?;
     // A node with no kubelet: pods bound to it stay as the benchmark writes them.
@@ -136,7 +146,23 @@ async fn decisions(client: Client, pods: usize, rate: u32, sync_only: bool) -> a
         .await?;
     eprintln!("created {pods} pods in {:.1}s", started.elapsed().as_secs_f64());
 
-    let operator = Operator::launch(None, &ns, "bench", &["--dry-run", "--status-interval", "5s"]).await;
+    let mut args = vec!["--dry-run".to_owned(), "--status-interval".into(), "5s".into()];
+    if webhook {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        args.extend([
+            "--webhook-addr".into(),
+            format!("127.0.0.1:{port}"),
+            "--webhook-host".into(),
+            "127.0.0.1".into(),
+        ]);
+        // No webhook configurations to patch in a benchmark.
+        args.extend([
+            "--mutating-webhook-configuration=".into(),
+            "--validating-webhook-configuration=".into(),
+        ]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let operator = Operator::launch(None, &ns, "bench", &args).await;
     let (rss_synced, _) = operator.rss_mib();
     eprintln!("operator ready; RSS {rss_synced:.1} MiB with {pods} pods cached");
     if sync_only {
@@ -315,7 +341,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = Client::try_default().await.context("KUBECONFIG for the local cluster")?;
     match args.mode {
-        Mode::Decisions { pods, rate, sync_only } => decisions(client, pods, rate, sync_only).await,
+        Mode::Decisions { pods, rate, sync_only, webhook } => {
+            decisions(client, pods, rate, sync_only, webhook).await
+        }
         Mode::Kubelet { runs } => kubelet(client, runs).await,
     }
 }
