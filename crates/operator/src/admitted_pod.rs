@@ -4,13 +4,11 @@
 //! for a running pod is almost never: most pod events are status updates.
 
 use std::{
-    borrow::Cow,
     collections::BTreeMap,
     hash::{Hash, Hasher},
 };
 
 use k8s_openapi::{
-    NamespaceResourceScope,
     api::core::v1::{Pod, PodSpec},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
 };
@@ -62,29 +60,7 @@ fn slim_meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D
     })
 }
 
-impl kube::Resource for AdmittedPod {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("Pod")
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("v1")
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("pods")
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+slim_pod_resource!(AdmittedPod);
 
 impl AdmittedPod {
     /// A digest of what the assessment depends on in the pod, mixed with `policies` (a digest of

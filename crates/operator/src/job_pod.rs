@@ -4,10 +4,7 @@
 //! cached `Pod`s cost tens of MiB even when trimmed; this costs a fraction of that. It is turned
 //! back into a (sparse) `Pod` for one decision at a time.
 
-use std::borrow::Cow;
-
 use k8s_openapi::{
-    NamespaceResourceScope,
     api::core::v1::{
         Container, ContainerState, ContainerStatus, Pod, PodSecurityContext, PodSpec, PodStatus,
         SecurityContext,
@@ -89,29 +86,7 @@ pub struct SlimStatus {
     pub state: Option<ContainerState>,
 }
 
-impl kube::Resource for JobPod {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("Pod")
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("v1")
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("pods")
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+slim_pod_resource!(JobPod);
 
 impl JobPod {
     /// Drops what is still too much: managed fields, other annotations, other tools' ephemeral
