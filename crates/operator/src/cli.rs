@@ -205,6 +205,7 @@ impl Cli {
             Ok(cert_validity),
             Ok(ca_validity),
             Ok(check_interval),
+            Ok(webhook_addr),
             true,
         ) = (
             admin_addr,
@@ -213,6 +214,7 @@ impl Cli {
             cert_validity,
             ca_validity,
             check_interval,
+            webhook_addr.transpose(),
             errors.is_empty(),
         )
         else {
@@ -226,8 +228,7 @@ impl Cli {
             .unwrap_or_else(|| "default".to_owned());
         let webhook = match webhook_addr {
             None => None,
-            Some(Err(())) => return Err(errors),
-            Some(Ok(addr)) => {
+            Some(addr) => {
                 let namespace =
                     self.webhook_secret_namespace.clone().unwrap_or_else(|| lease_namespace.clone());
                 let service = &self.webhook_service;

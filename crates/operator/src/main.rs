@@ -95,6 +95,17 @@ fn synced_when_listed<K>(flag: Arc<AtomicBool>) -> impl FnMut(&Result<watcher::E
     }
 }
 
+fn all_set(flags: &[Arc<AtomicBool>]) -> bool {
+    flags.iter().all(|flag| flag.load(Ordering::Acquire))
+}
+
+/// Waits until `ready()` holds, checking every 50 ms (the sync flags are plain atomics).
+async fn until(ready: impl Fn() -> bool) {
+    while !ready() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn terminated() {
     let mut term = tokio::signal::unix::signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
@@ -234,11 +245,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ => None,
     };
     tokio::spawn(async move {
-        while !sync_flags.iter().all(|flag| flag.load(Ordering::Acquire))
-            || serving.as_ref().is_some_and(|s| !s.is_loaded())
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until(|| all_set(&sync_flags) && serving.as_ref().is_none_or(|s| s.is_loaded())).await;
         tracing::info!("caches synced; ready");
         let _ = ready_tx.send(true);
     });
@@ -322,9 +329,7 @@ fn start_webhook(
         let (policies, index, publisher, leader, synced) =
             (policies.clone(), index.clone(), publisher.clone(), is_leader.clone(), synced.clone());
         tokio::spawn(async move {
-            while !synced.iter().all(|flag| flag.load(Ordering::Acquire)) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            until(|| all_set(&synced)).await;
             let pods = watcher(api, watcher::Config::default()).default_backoff();
             admitted::follow(pods, policies, index, publisher, leader).await;
         });

@@ -101,9 +101,10 @@ async fn pass(
     let secret = secrets.get_opt(&config.secret_name).await?;
     let mut bundle = secret.as_ref().and_then(|s| Bundle::from_secret_data(&data_of(s)));
     if is_leader {
-        let plan = certs::plan(bundle.as_ref(), &config.settings, now());
+        let now = now();
+        let plan = certs::plan(bundle.as_ref(), &config.settings, now);
         if plan != Plan::Keep {
-            let renewed = certs::issue(&plan, bundle.as_ref(), &config.settings, now())?;
+            let renewed = certs::issue(&plan, bundle.as_ref(), &config.settings, now)?;
             store(&secrets, config, secret.as_ref(), &renewed).await?;
             tracing::info!(?plan, secret = %config.secret_name, "webhook certificate issued");
             bundle = Some(renewed);
