@@ -51,32 +51,55 @@ cleanup() {
 trap cleanup EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:18186/ready" >/dev/null && break; sleep 0.05; done
 
+# CPU seconds (user + system) used so far by a process and its children's threads, in clock ticks.
+ticks() { local total=0 pid; for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$total"; }
+workers() { pgrep -P "$(cat "$work/$1/nginx.pid")" | tr '\n' ' '; }
+hz=$(getconf CLK_TCK)
 # wrk's latency lines ("50%  1.23ms") to milliseconds.
 to_ms() { awk '{v=$2; u=v; sub(/[0-9.]+/,"",u); sub(/[a-z]+$/,"",v); m=(u=="us")?0.001:(u=="s")?1000:1; printf "%.3f", v*m}'; }
-declare -A rps p50 p99
+# CPU per request (the proxy's own user + system time over the requests it served) is the steadier
+# figure when other tenants of the host make req/s swing: on a CPU-bound 2-core machine it is what
+# throughput follows.
+declare -A rps p50 p99 cpu
 for round in $(seq "$rounds"); do
   for name in direct lameduck nginx-1w nginx-auto; do
-    case $name in direct) port=$app ;; lameduck) port=$lameduck ;; nginx-1w) port=$nginx1 ;; nginx-auto) port=$nginx_auto ;; esac
+    case $name in
+      direct) port=$app; pids=$(workers app) ;;
+      lameduck) port=$lameduck; pids=$proxy ;;
+      nginx-1w) port=$nginx1; pids=$(workers nginx1) ;;
+      nginx-auto) port=$nginx_auto; pids=$(workers nginx_auto) ;;
+    esac
+    # shellcheck disable=SC2086 # a list of pids
+    before=$(ticks $pids)
     out=$(wrk -t2 -c64 -d"${duration}s" --latency "http://127.0.0.1:$port/")
+    # shellcheck disable=SC2086
+    after=$(ticks $pids)
     r=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    total=$(awk '/requests in/ {print $1}' <<<"$out")
+    c=$(awk -v t=$((after - before)) -v n="$total" -v hz="$hz" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
     a=$(grep -E '^ +50%' <<<"$out" | to_ms)
     b=$(grep -E '^ +99%' <<<"$out" | to_ms)
     errors=$(grep -E 'Socket errors|Non-2xx' <<<"$out" || true)
-    printf 'round %s %-10s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms %s\n' "$round" "$name" "$r" "$a" "$b" "$errors"
-    rps[$name]+="$r "; p50[$name]+="$a "; p99[$name]+="$b "
+    printf 'round %s %-10s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  CPU %6.2f us/req %s\n' \
+      "$round" "$name" "$r" "$a" "$b" "$c" "$errors"
+    rps[$name]+="$r "; p50[$name]+="$a "; p99[$name]+="$b "; cpu[$name]+="$c "
   done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {print (NR%2)? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+best() { tr ' ' '\n' | grep -v '^$' | sort -g | tail -1; }
 echo
 echo "median of $rounds rounds (wrk -t2 -c64 -d${duration}s, HTTP/1.1 keep-alive, 2 cores shared by client, proxy and app):"
 for name in direct lameduck nginx-1w nginx-auto; do
-  printf '  %-10s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n' "$name" \
-    "$(median <<<"${rps[$name]}")" "$(median <<<"${p50[$name]}")" "$(median <<<"${p99[$name]}")"
+  printf '  %-10s %10.0f req/s (best %6.0f)  p50 %7.3f ms  p99 %7.3f ms  CPU %6.2f us/req\n' "$name" \
+    "$(median <<<"${rps[$name]}")" "$(best <<<"${rps[$name]}")" "$(median <<<"${p50[$name]}")" \
+    "$(median <<<"${p99[$name]}")" "$(median <<<"${cpu[$name]}")"
 done
 for ref in nginx-1w nginx-auto; do
   awk -v ref="$ref" -v l="$(median <<<"${rps[lameduck]}")" -v n="$(median <<<"${rps[$ref]}")" \
     -v lp="$(median <<<"${p99[lameduck]}")" -v np="$(median <<<"${p99[$ref]}")" \
-    'BEGIN { printf "  lameduck / %s: throughput x%.2f, p99 x%.2f\n", ref, l/n, lp/np }'
+    -v lc="$(median <<<"${cpu[lameduck]}")" -v nc="$(median <<<"${cpu[$ref]}")" \
+    -v lb="$(best <<<"${rps[lameduck]}")" -v nb="$(best <<<"${rps[$ref]}")" \
+    'BEGIN { printf "  lameduck / %s: throughput x%.2f (best x%.2f), p99 x%.2f, CPU per request x%.2f\n", ref, l/n, lb/nb, lp/np, lc/nc }'
 done
 echo
 echo "proxy RSS after the wrk runs: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$proxy/status")"

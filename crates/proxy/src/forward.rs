@@ -63,11 +63,11 @@ impl hyper::body::Body for ProxyBody {
 
 /// Idle upstream HTTP/1 connections kept per destination, like nginx's `keepalive 64`: enough for
 /// steady load, bounded so many idle clients do not hold as many idle connections to the app.
-const POOL_MAX_IDLE: usize = 64;
+pub(crate) const POOL_MAX_IDLE: usize = 64;
 /// How long to wait for an upstream TCP connection before answering 502.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Idle upstream connections are kept this long for reuse.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A response made by the proxy itself.
 pub(crate) fn local_response(status: StatusCode, text: impl Into<Bytes>) -> Response<ProxyBody> {
@@ -116,16 +116,24 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-/// Headers that belong to one hop and must not be forwarded (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: &[header::HeaderName] = &[
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+/// Headers that belong to one hop and must not be forwarded (RFC 9110 section 7.6.1), with the
+/// pre-standard `keep-alive` and `proxy-connection`.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
 ];
+
+/// Whether a header (by name, any case) belongs to one hop only.
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(name))
+}
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages have no Connection header; only then is there a list to collect.
@@ -144,23 +152,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 /// Metric handles resolved once, so a request does no label lookups.
 #[derive(Debug)]
-struct RequestMetrics {
+pub(crate) struct RequestMetrics {
     requests: prometheus::IntCounter,
     in_flight: prometheus::IntGauge,
     /// By status class: 1xx to 5xx.
     responses: [prometheus::IntCounter; 5],
-    refused_upstream: prometheus::IntCounter,
-    upstream_errors: prometheus::IntCounter,
+    pub(crate) refused_upstream: prometheus::IntCounter,
+    pub(crate) upstream_errors: prometheus::IntCounter,
 }
 
 impl RequestMetrics {
-    fn new(metrics: &Metrics, direction: Direction) -> Self {
+    pub(crate) fn new(metrics: &Metrics, direction: Direction) -> Self {
         let d = direction.as_str();
         Self {
             requests: metrics.requests.with_label_values(&[d]),
@@ -171,8 +177,15 @@ impl RequestMetrics {
         }
     }
 
-    fn response(&self, status: StatusCode) {
-        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+    /// Counts a request received; it stays in flight until the guard is dropped.
+    pub(crate) fn start(&self) -> InFlight<'_> {
+        self.requests.inc();
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    pub(crate) fn response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.responses[class].inc();
     }
 }
@@ -201,7 +214,7 @@ pub(crate) struct Forwarder {
 }
 
 /// Counts a request as in flight until dropped, even if the client goes away mid-request.
-struct InFlight<'a>(&'a prometheus::IntGauge);
+pub(crate) struct InFlight<'a>(&'a prometheus::IntGauge);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -239,9 +252,7 @@ impl Forwarder {
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let m = &self.request_metrics;
-        m.requests.inc();
-        m.in_flight.inc();
-        let _in_flight = InFlight(&m.in_flight);
+        let _in_flight = m.start();
 
         let version = req.version();
         let mut response = if req.method() == Method::CONNECT {
@@ -258,7 +269,7 @@ impl Forwarder {
         if self.lifecycle.is_draining() && version < Version::HTTP_2 {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        m.response(response.status());
+        m.response(response.status().as_u16());
         Ok(response)
     }
 

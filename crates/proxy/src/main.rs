@@ -8,6 +8,8 @@ mod detect;
 mod forward;
 mod lifecycle;
 mod metrics;
+mod prefixed;
+mod relay;
 mod serve;
 mod settings;
 
@@ -31,6 +33,7 @@ use crate::{
     forward::Forwarder,
     lifecycle::Lifecycle,
     metrics::{Direction, Metrics},
+    relay::Relay,
     serve::Listener,
     settings::Settings,
 };
@@ -196,10 +199,14 @@ async fn run(config: Config) -> ExitCode {
     {
         let forwarder =
             Arc::new(Forwarder::new(direction, target, Arc::clone(&lifecycle), Arc::clone(&metrics)));
+        let relay = target
+            .filter(|_| direction == Direction::Inbound)
+            .map(|target| Relay::new(target, Arc::clone(&lifecycle), &metrics, config.header_read_timeout));
         let listener_state = Arc::new(Listener {
             direction,
             target,
             forwarder,
+            relay,
             lifecycle: Arc::clone(&lifecycle),
             metrics: Arc::clone(&metrics),
             header_read_timeout: config.header_read_timeout,

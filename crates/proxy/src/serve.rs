@@ -14,6 +14,8 @@ use crate::{
     forward::{Forwarder, copy_until_forced},
     lifecycle::Lifecycle,
     metrics::{Direction, Metrics},
+    prefixed::Prefixed,
+    relay::{Ended, Relay},
 };
 
 /// A client that sends nothing for this long may speak a server-first protocol: treat as opaque.
@@ -21,12 +23,12 @@ const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Streams one HTTP/2 client may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Request header bytes buffered per HTTP/1 connection; more gets 431.
-const MAX_HTTP1_BUFFER: usize = 64 * 1024;
+pub(crate) const MAX_HTTP1_BUFFER: usize = 64 * 1024;
 /// How long an HTTP/1 connection may stay open once draining starts before an idle one is closed.
 /// Closing an idle keep-alive connection races with a client sending its next request on it; a
 /// request that arrives during the linger is answered with `Connection: close` instead, which is
 /// race-free. Under steady load every connection gets such a response well within this time.
-const HTTP1_DRAIN_LINGER: Duration = Duration::from_secs(1);
+pub(crate) const HTTP1_DRAIN_LINGER: Duration = Duration::from_secs(1);
 /// Accept failures (such as running out of file descriptors) are logged at most this often.
 const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(5);
 /// Upstream connection timeout for opaque TCP.
@@ -39,6 +41,8 @@ pub(crate) struct Listener {
     /// Inbound: the app, for opaque TCP. Outbound has no fixed destination.
     pub(crate) target: Option<SocketAddr>,
     pub(crate) forwarder: Arc<Forwarder>,
+    /// Inbound: the HTTP/1 relay, which hands what it does not carry to `forwarder`.
+    pub(crate) relay: Option<Relay>,
     pub(crate) lifecycle: Arc<Lifecycle>,
     pub(crate) metrics: Arc<Metrics>,
     /// Slowloris guard: an HTTP/1 request head must arrive within this time.
@@ -125,9 +129,27 @@ impl Listener {
 
         let forwarder = Arc::clone(&self.forwarder);
         let service = service_fn(move |req| Arc::clone(&forwarder).handle(req));
-        let io = TokioIo::new(stream);
         match protocol {
             Protocol::Http1 => {
+                let mut stream = stream;
+                let prefix = match &self.relay {
+                    Some(relay) => {
+                        let ended = tokio::select! {
+                            ended = relay.serve(&mut stream) => ended,
+                            () = self.lifecycle.forced_signal() => {
+                                self.metrics.forced_closes.inc();
+                                return;
+                            }
+                        };
+                        match ended {
+                            Ended::Closed => return,
+                            Ended::Fallback(prefix) => prefix,
+                        }
+                    }
+                    None => bytes::BytesMut::new(),
+                };
+                let io = TokioIo::new(Prefixed::new(prefix, stream));
+                let accepted_while_draining = accepted_while_draining || self.lifecycle.is_draining();
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(self.header_read_timeout)
@@ -144,13 +166,12 @@ impl Listener {
                 let conn = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-                    .serve_connection(io, service);
+                    .serve_connection(TokioIo::new(stream), service);
                 // GOAWAY: open streams finish, new ones go to another connection.
                 let graceful = Some(|conn: Pin<&mut http2::Connection<_, _, _>>| conn.graceful_shutdown());
                 self.drive(conn, graceful, Duration::ZERO).await;
             }
             Protocol::Opaque => {
-                let stream = io.into_inner();
                 match self.target {
                     Some(target) => self.forward_opaque(stream, target).await,
                     None => {

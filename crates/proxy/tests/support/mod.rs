@@ -16,8 +16,8 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either, Empty, Full};
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::{
@@ -27,7 +27,15 @@ use tokio::{
 
 /// A port free right now on 127.0.0.1.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let [port] = free_ports();
+    port
+}
+
+/// `N` distinct ports free right now on 127.0.0.1: each stays bound until all are chosen, so the
+/// kernel cannot hand out one twice.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [StdListener; N] = std::array::from_fn(|_| StdListener::bind("127.0.0.1:0").unwrap());
+    held.map(|listener| listener.local_addr().unwrap().port())
 }
 
 pub fn local(port: u16) -> SocketAddr {
@@ -74,7 +82,12 @@ impl Proxy {
         admin: SocketAddr,
         extra: &[&str],
     ) -> Self {
-        let (inbound, outbound) = (local(free_port()), local(free_port()));
+        let [inbound, outbound] = loop {
+            let ports = free_ports::<2>();
+            if !ports.contains(&admin.port()) {
+                break ports.map(local);
+            }
+        };
         let log = std::env::temp_dir().join(format!(
             "lameduck-proxy-test-{}-{}.log",
             std::process::id(),
@@ -193,7 +206,8 @@ impl H1 {
     }
 }
 
-/// The app behind the proxy: `/` answers at once, `/slow?ms=N` after N ms, `/hang` never.
+/// The app behind the proxy: `/` answers at once, `/slow?ms=N` after N ms, `/hang` never; `/echo`,
+/// `/headers`, `/bytes`, `/stream` and `/private-header` are described in [`app`].
 /// Serves HTTP/1 and HTTP/2 (prior knowledge) on one port.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -201,27 +215,38 @@ pub struct Upstream {
     pub received: Arc<AtomicUsize>,
 }
 
+/// Accepts on a new loopback port and serves each connection with `serve` in a task of its own,
+/// passing it the counter returned here.
+async fn serve_each<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream, Arc<AtomicUsize>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&received);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(serve(stream, Arc::clone(&counter)));
+        }
+    });
+    (addr, received)
+}
+
 impl Upstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&received);
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let counter = Arc::clone(&counter);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        app(req)
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let (addr, received) = serve_each(|stream, counter| async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                app(req)
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        })
+        .await;
         Self { addr, received }
     }
 
@@ -230,15 +255,51 @@ impl Upstream {
     }
 }
 
-async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// A response body from the app: whole (with a Content-Length) or streamed (sent chunked).
+type AppBody = Either<Full<Bytes>, Streamed>;
+
+/// Routes besides `/`, `/slow`, `/hang` and `/host`:
+/// - `/echo`: the request body verbatim, with `x-seen-method` and `x-seen-length` (body bytes).
+/// - `/headers`: the request's header names as the app saw them, lower-case, one per line.
+/// - `/bytes?n=N`: N bytes of [`pattern`], with a Content-Length.
+/// - `/stream?chunks=N&size=M`: N chunks of M bytes of [`pattern`], streamed, so sent chunked.
+/// - `/private-header`: `ok`, with `x-internal: 1` named in its `connection` header (hop-by-hop).
+async fn app(req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
     let reply = |status: StatusCode, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
+        let mut response = Response::new(Either::Left(Full::new(Bytes::from(body))));
         *response.status_mut() = status;
         Ok(response)
     };
     match path.as_str() {
+        "/echo" => {
+            let method = req.method().to_string();
+            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let mut response = Response::new(Either::Left(Full::new(body.clone())));
+            response.headers_mut().insert("x-seen-method", method.parse().unwrap());
+            response.headers_mut().insert("x-seen-length", body.len().into());
+            Ok(response)
+        }
+        "/headers" => {
+            let names: String = req.headers().keys().map(|name| format!("{name}\n")).collect();
+            reply(StatusCode::OK, names)
+        }
+        "/bytes" => {
+            let n = query_param(&query, "n").unwrap_or(0);
+            Ok(Response::new(Either::Left(Full::new(Bytes::from(pattern(n))))))
+        }
+        "/stream" => {
+            let chunks = query_param(&query, "chunks").unwrap_or(1);
+            let size = query_param(&query, "size").unwrap_or(1);
+            Ok(Response::new(Either::Right(Streamed::start(chunks, size))))
+        }
+        "/private-header" => {
+            let mut response = Response::new(Either::Left(Full::new(Bytes::from_static(b"ok"))));
+            response.headers_mut().insert("connection", "x-internal".parse().unwrap());
+            response.headers_mut().insert("x-internal", "1".parse().unwrap());
+            Ok(response)
+        }
         "/slow" => {
             let ms: u64 = query.strip_prefix("ms=").and_then(|v| v.parse().ok()).unwrap_or(1000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -259,6 +320,81 @@ async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible
             reply(StatusCode::OK, host)
         }
         _ => reply(StatusCode::OK, format!("hello from {path} over {:?}", req.version())),
+    }
+}
+
+/// `name=N` from a query string.
+fn query_param(query: &str, name: &str) -> Option<usize> {
+    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+}
+
+/// `len` bytes that show a dropped, repeated or reordered stretch: byte `i` is `i % 251` (a prime,
+/// so the pattern does not line up with power-of-two buffer sizes).
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// A body produced by a task while it is being sent, of unknown length, so HTTP/1 sends it chunked.
+pub struct Streamed(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl Streamed {
+    /// `chunks` pieces of `size` bytes, continuing [`pattern`] across pieces.
+    fn start(chunks: usize, size: usize) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let all = Bytes::from(pattern(chunks * size));
+            for i in 0..chunks {
+                if tx.send(all.slice(i * size..(i + 1) * size)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Self(rx)
+    }
+}
+
+impl hyper::body::Body for Streamed {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.get_mut().0.poll_recv(cx).map(|chunk| chunk.map(|data| Ok(Frame::data(data))))
+    }
+}
+
+/// An app that speaks HTTP/1 by hand: on every connection it reads one request head, writes
+/// `response`, and closes, whatever the response says about keep-alive.
+pub struct OneShotUpstream {
+    pub addr: SocketAddr,
+    /// Request heads read (one per connection).
+    pub received: Arc<AtomicUsize>,
+}
+
+impl OneShotUpstream {
+    pub async fn start(response: &'static [u8]) -> Self {
+        let (addr, received) = serve_each(move |mut stream, counter| async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.write_all(response).await;
+            // A FIN rather than a reset: everything written reaches the proxy.
+            let _ = stream.shutdown().await;
+        })
+        .await;
+        Self { addr, received }
+    }
+
+    pub fn received(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
     }
 }
 

@@ -1,0 +1,102 @@
+//! Idle connections to the app, reused across client connections, newest first.
+
+use std::{
+    collections::VecDeque,
+    io,
+    net::SocketAddr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+/// Read buffer of an upstream connection, kept with it: responses are read without an
+/// allocation per exchange, and the pool's bound keeps the total bounded.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// A connection to the app and its read buffer.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: BytesMut,
+}
+
+/// A bounded stack of idle upstream connections to one address.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    target: SocketAddr,
+    idle: Mutex<VecDeque<(Upstream, Instant)>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+/// A connection from the pool or a new one; a reused one may turn out closed by the app.
+pub(crate) struct Checkout {
+    pub(crate) upstream: Upstream,
+    pub(crate) reused: bool,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        target: SocketAddr,
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
+        Self { target, idle: Mutex::new(VecDeque::new()), max_idle, idle_timeout, connect_timeout }
+    }
+
+    pub(crate) const fn target(&self) -> SocketAddr {
+        self.target
+    }
+
+    /// The newest idle connection that still looks open, else a new one.
+    pub(crate) async fn checkout(&self, allow_reuse: bool) -> io::Result<Checkout> {
+        if allow_reuse {
+            while let Some(upstream) = self.pop() {
+                // Readable with no request outstanding means the app closed it (or sent junk).
+                match upstream.stream.try_read(&mut [0u8; 1]) {
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok(Checkout { upstream, reused: true });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.target))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        Ok(Checkout {
+            upstream: Upstream { stream, buf: BytesMut::with_capacity(READ_BUFFER) },
+            reused: false,
+        })
+    }
+
+    fn pop(&self) -> Option<Upstream> {
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (upstream, since) = idle.pop_back()?;
+        if since.elapsed() >= self.idle_timeout {
+            // The newest is too old, so all are.
+            idle.clear();
+            return None;
+        }
+        Some(upstream)
+    }
+
+    /// Returns a connection whose last exchange ended cleanly (its buffer empty).
+    pub(crate) fn put(&self, upstream: Upstream) {
+        debug_assert!(upstream.buf.is_empty());
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The oldest are at the front: drop those idle too long, and make room.
+        while idle.front().is_some_and(|(_, since)| now.duration_since(*since) >= self.idle_timeout)
+            || idle.len() >= self.max_idle
+        {
+            idle.pop_front();
+        }
+        idle.push_back((upstream, now));
+    }
+}
