@@ -66,6 +66,8 @@ pub mod env {
     pub const PROXY_SETTINGS_POLL_INTERVAL: &str = "LAMEDUCK_PROXY_SETTINGS_POLL_INTERVAL";
     /// `lameduck-proxy --header-read-timeout`: slowloris guard for HTTP/1 request heads.
     pub const PROXY_HEADER_READ_TIMEOUT: &str = "LAMEDUCK_PROXY_HEADER_READ_TIMEOUT";
+    /// `lameduck-proxy --cores`: worker threads, like Linkerd's `LINKERD2_PROXY_CORES`.
+    pub const PROXY_CORES: &str = "LAMEDUCK_PROXY_CORES";
     /// `lameduck-proxy --log-format`: `plain` or `json`.
     pub const PROXY_LOG_FORMAT: &str = "LAMEDUCK_PROXY_LOG_FORMAT";
     /// `lameduck-proxy --log-level`: a tracing filter such as `info` or `lameduck_proxy=debug`.

@@ -45,6 +45,10 @@ pub(crate) struct RunArgs {
     /// An HTTP/1 request head must arrive within this time (slowloris guard).
     #[arg(long, env = env::PROXY_HEADER_READ_TIMEOUT, default_value = "10s", value_name = "DURATION")]
     pub(crate) header_read_timeout: String,
+    /// Worker threads: 1 runs everything on one thread, like one nginx worker; more use tokio's
+    /// multi-thread scheduler.
+    #[arg(long, env = env::PROXY_CORES, default_value = "1", value_name = "N")]
+    pub(crate) cores: String,
     /// Log format: `plain` or `json`.
     #[arg(long, env = env::PROXY_LOG_FORMAT, default_value = "plain", value_name = "FORMAT")]
     pub(crate) log_format: String,
@@ -52,6 +56,9 @@ pub(crate) struct RunArgs {
     #[arg(long, env = env::PROXY_LOG_LEVEL, default_value = "info", value_name = "FILTER")]
     pub(crate) log_level: String,
 }
+
+/// More worker threads than this is a typo rather than a sidecar's size.
+const MAX_CORES: usize = 64;
 
 /// How logs are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +79,7 @@ pub(crate) struct Config {
     pub(crate) settings_file: Option<PathBuf>,
     pub(crate) settings_poll_interval: Duration,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) cores: usize,
     pub(crate) log_format: LogFormat,
     pub(crate) log_level: String,
 }
@@ -135,6 +143,17 @@ impl RunArgs {
             ));
             false
         });
+        let cores = match self.cores.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_CORES).contains(&n) => n,
+            _ => {
+                errors.push(format!(
+                    "--cores ({}): {:?} is not a whole number from 1 to {MAX_CORES}",
+                    env::PROXY_CORES,
+                    self.cores
+                ));
+                1
+            }
+        };
         let log_format = match self.log_format.trim() {
             "plain" => LogFormat::Plain,
             "json" => LogFormat::Json,
@@ -179,6 +198,7 @@ impl RunArgs {
             settings_file: self.settings_file.clone(),
             settings_poll_interval,
             header_read_timeout,
+            cores,
             log_format,
             log_level: self.log_level.clone(),
         })
@@ -210,6 +230,7 @@ mod tests {
         assert_eq!(config.admin_addr, SocketAddr::from(([0, 0, 0, 0], ports::ADMIN)));
         assert_eq!(config.shutdown_grace_period, Duration::from_secs(120));
         assert!(!config.enable_shutdown_endpoint);
+        assert_eq!(config.cores, 1);
         assert_eq!(config.log_format, LogFormat::Plain);
     }
 
@@ -226,17 +247,20 @@ mod tests {
             "xml",
             "--settings-poll-interval",
             "0s",
+            "--cores",
+            "0",
         ])
         .validate()
         .unwrap_err();
         let joined = errors.join("\n");
-        assert_eq!(errors.len(), 5, "{joined}");
+        assert_eq!(errors.len(), 6, "{joined}");
         for needle in [
             "--inbound-addr (LAMEDUCK_PROXY_INBOUND_ADDR): \"nowhere\"",
             "--shutdown-grace-period (LAMEDUCK_PROXY_SHUTDOWN_GRACE_PERIOD)",
             "--enable-shutdown-endpoint",
             "--log-format",
             "--settings-poll-interval",
+            "--cores (LAMEDUCK_PROXY_CORES): \"0\" is not a whole number from 1 to 64",
         ] {
             assert!(joined.contains(needle), "{needle} missing from {joined}");
         }

@@ -22,8 +22,22 @@ const SECOND: Duration = Duration::from_secs(1);
 
 #[tokio::test]
 async fn in_flight_request_completes_while_new_connections_are_refused() {
+    in_flight_request_completes_while_new_connections_are_refused_with("1").await;
+}
+
+#[tokio::test]
+async fn with_two_cores_an_in_flight_request_completes_while_new_connections_are_refused() {
+    in_flight_request_completes_while_new_connections_are_refused_with("2").await;
+}
+
+async fn in_flight_request_completes_while_new_connections_are_refused_with(cores: &str) {
     let upstream = Upstream::start().await;
-    let mut proxy = Proxy::start(upstream.addr, &["--shutdown-grace-period", "30s"]).await;
+    let mut proxy = Proxy::start(upstream.addr, &["--shutdown-grace-period", "30s", "--cores", cores]).await;
+    // One thread, or the main thread and the workers (a blocking-pool thread may come on top).
+    let threads = std::fs::read_dir(format!("/proc/{}/task", proxy.pid())).unwrap().count();
+    let workers: usize = cores.parse().unwrap();
+    let expected = if workers == 1 { 1..=2 } else { workers + 1..=workers + 2 };
+    assert!(expected.contains(&threads), "--cores {cores}: {threads} threads");
 
     // A keep-alive client: one quick request, then a slow one that is in flight at SIGTERM.
     let mut client = H1::connect(proxy.inbound).await.unwrap();
