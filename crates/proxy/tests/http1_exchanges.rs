@@ -568,3 +568,20 @@ async fn an_app_that_answers_before_the_body_has_arrived_is_relayed_and_the_conn
     assert!(answer.connection_has("close"), "{:?}", answer.headers);
     client.expect_closed(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn a_plain_keep_alive_exchange_keeps_the_apps_header_case_as_nginx_does() {
+    // hyper's server writes header names in lower case; the relay passes the app's names on as
+    // they came. So this also shows that plain requests take the relay, not the general path.
+    let upstream =
+        OneShotUpstream::start(b"HTTP/1.1 200 OK\r\nX-Request-Trace: abc\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+    let proxy = Proxy::start(upstream.addr, &[]).await;
+    let mut client = RawClient::connect(proxy.inbound).await;
+    for i in 0..2 {
+        let answer = client.exchange(&get("/")).await;
+        assert_eq!((answer.status, answer.text().as_str()), (200, "ok"), "request {i}: {answer:?}");
+        let names: Vec<&str> = answer.headers.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["X-Request-Trace", "Content-Length"], "request {i}");
+    }
+}
