@@ -8,6 +8,7 @@ pub mod admin;
 pub mod carry;
 pub mod drain;
 pub mod duration;
+pub mod endpoint;
 pub mod names;
 pub mod policy;
 pub mod prestop;

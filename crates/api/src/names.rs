@@ -93,6 +93,16 @@ pub mod env {
     pub const OPERATOR_ADMIN_ADDR: &str = "LAMEDUCK_OPERATOR_ADMIN_ADDR";
     /// `lameduck-operator --ephemeral-image`.
     pub const OPERATOR_EPHEMERAL_IMAGE: &str = "LAMEDUCK_OPERATOR_EPHEMERAL_IMAGE";
+    /// `lameduck-operator --allowed-ephemeral-image`.
+    pub const OPERATOR_ALLOWED_EPHEMERAL_IMAGES: &str = "LAMEDUCK_OPERATOR_ALLOWED_EPHEMERAL_IMAGES";
+    /// `lameduck-operator --allow-custom-exec-command`.
+    pub const OPERATOR_ALLOW_CUSTOM_EXEC_COMMAND: &str = "LAMEDUCK_OPERATOR_ALLOW_CUSTOM_EXEC_COMMAND";
+    /// `lameduck-operator --exclude-namespace`.
+    pub const OPERATOR_EXCLUDE_NAMESPACES: &str = "LAMEDUCK_OPERATOR_EXCLUDE_NAMESPACES";
+    /// `lameduck-operator --max-ephemeral-containers`.
+    pub const OPERATOR_MAX_EPHEMERAL_CONTAINERS: &str = "LAMEDUCK_OPERATOR_MAX_EPHEMERAL_CONTAINERS";
+    /// `lameduck-operator --concurrency-per-namespace`.
+    pub const OPERATOR_CONCURRENCY_PER_NAMESPACE: &str = "LAMEDUCK_OPERATOR_CONCURRENCY_PER_NAMESPACE";
     /// `lameduck-operator --concurrency`.
     pub const OPERATOR_CONCURRENCY: &str = "LAMEDUCK_OPERATOR_CONCURRENCY";
     /// `lameduck-operator --lease-name`.
@@ -159,8 +169,9 @@ pub mod annotations {
     /// The operator's record of shutdown attempts on a pod (JSON), so a restarted operator or a
     /// new leader never repeats an attempt that may have succeeded.
     pub const SHUTDOWN_ATTEMPTS: &str = "lameduck.io/shutdown-attempts";
-    /// Set by the operator once it has reported how its attempts ended (`succeeded` or
-    /// `failed`), so the outcome is counted once however often the pod is looked at again.
+    /// Set by the operator once it has reported how its attempts ended (`succeeded`, `failed`
+    /// or `gaveUp`), so the outcome is counted once however often the pod is looked at again.
+    /// A new attempt (after the proxy restarted or the policy changed) removes `gaveUp`.
     pub const SHUTDOWN_RESULT: &str = "lameduck.io/shutdown-result";
     /// The `ShutdownPolicy` whose drain settings the webhook applied to a pod.
     pub const POLICY: &str = "lameduck.io/policy";
@@ -218,6 +229,12 @@ pub mod events {
     pub const PROXY_FAILED: &str = "ProxyFailed";
     /// Every method of a round failed; the next round follows a backoff (Warning).
     pub const SHUTDOWN_EXHAUSTED: &str = "ShutdownExhausted";
+    /// lameduck stopped trying after `completion.maxRounds`, or with no usable method; no
+    /// further calls until the proxy restarts or the policy's spec changes (Warning).
+    pub const SHUTDOWN_GAVE_UP: &str = "ShutdownGaveUp";
+    /// The operator will not act on a policy: it asks for an image off the allowlist or a
+    /// custom exec command the operator does not allow (Warning, on the policy).
+    pub const POLICY_REFUSED: &str = "PolicyRefused";
     /// With `--dry-run`: what the operator would have done (Normal).
     pub const DRY_RUN: &str = "DryRunWouldShutDown";
     /// The attempt annotation could not be read; the pod is left alone (Warning).
@@ -281,6 +298,9 @@ pub mod images {
     pub const AWAIT: &str = "localhost/lameduck/await:dev";
     /// The end-to-end tests' app (`lameduck-testapp`), with `lameduck-await` beside it.
     pub const TESTAPP: &str = "localhost/lameduck/testapp:dev";
+    /// For the end-to-end tests: an image laid out as Linkerd's proxy image is (the proxy as
+    /// uid 2102 from the image, `/usr/lib/linkerd/linkerd-await`, `/bin/sleep`).
+    pub const LINKERD_SHAPED: &str = "localhost/lameduck/linkerd-shaped:dev";
 }
 
 /// Kubernetes defaults that lameduck's rules depend on.

@@ -31,6 +31,7 @@ use crate::duration::GoDuration;
     printcolumn(name = "Stuck", type_ = "integer", json_path = ".status.stuckPods"),
     printcolumn(name = "Succeeded", type_ = "integer", json_path = ".status.shutdowns.succeeded"),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.shutdowns.failed"),
+    printcolumn(name = "GaveUp", type_ = "integer", json_path = ".status.shutdowns.gaveUp", priority = 1),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -83,6 +84,8 @@ pub struct ProxySpec {
     #[serde(default)]
     pub profile: ProxyProfile,
     /// Name of the proxy container (a regular container or a native-sidecar init container).
+    /// Another name than the profile's needs the policy's author to hold the powers its methods
+    /// use on that container (`pods/exec`, `pods/ephemeralcontainers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
         .message("spec.proxy.containerName must be a DNS label: lower-case letters, digits and '-'"))]
@@ -99,7 +102,9 @@ pub struct ProxySpec {
         .message("spec.proxy.shutdownPath must start with '/'"))]
     #[schemars(length(max = 256))]
     pub shutdown_path: Option<String>,
-    /// Command run in the proxy container by the `Exec` method.
+    /// Command run in the proxy container by the `Exec` method, instead of the profile's. The
+    /// operator runs it only with `--allow-custom-exec-command`, and whoever writes the policy
+    /// needs `create` on `pods/exec` in its namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("size(self) > 0 && self.all(arg, size(arg) <= 1024)")
         .message("spec.proxy.execCommand must name a command (at least one element, each at most 1024 characters)"))]
@@ -125,6 +130,11 @@ pub enum ShutdownMethod {
 impl ShutdownMethod {
     /// Every method, in the default order: cheapest and least intrusive first.
     pub const ALL: [Self; 4] = [Self::Exec, Self::PortForward, Self::EphemeralContainer, Self::Signal];
+
+    /// Whether the method adds an ephemeral container to the pod (which can never be removed).
+    pub const fn adds_container(self) -> bool {
+        matches!(self, Self::EphemeralContainer | Self::Signal)
+    }
 
     /// The name used in the CRD, metrics labels and events.
     pub const fn as_str(self) -> &'static str {
@@ -155,10 +165,24 @@ fn default_attempt_timeout() -> GoDuration {
     GoDuration::from_secs(30)
 }
 
+fn default_max_rounds() -> u32 {
+    DEFAULT_MAX_ROUNDS
+}
+
+/// Rounds of methods tried before the operator gives up on a pod (`completion.maxRounds`).
+pub const DEFAULT_MAX_ROUNDS: u32 = 3;
+/// The most rounds a policy may ask for: with four methods, 40 attempts, which keeps the attempt
+/// record on the pod well under the API server's limit on annotations.
+pub const MAX_ROUNDS: u32 = 10;
+/// The longest `completion.attemptTimeout`: a call holds one of the operator's workers this long.
+pub const MAX_ATTEMPT_TIMEOUT_SECONDS: u64 = 600;
+
 /// How the operator finishes Job and CronJob pods whose main containers have exited.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = kube::core::Rule::new("!has(self.attemptTimeout) || duration(self.attemptTimeout) > duration('0s')")
     .message("spec.completion.attemptTimeout must be longer than 0s").field_path(".attemptTimeout"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.attemptTimeout) || duration(self.attemptTimeout) <= duration('10m')")
+    .message("spec.completion.attemptTimeout must be at most 10m").field_path(".attemptTimeout"))]
 #[serde(rename_all = "camelCase")]
 pub struct CompletionSpec {
     /// Whether the operator shuts proxies down at all for these pods.
@@ -178,7 +202,16 @@ pub struct CompletionSpec {
     /// How long one attempt may take before the proxy is checked and the next method tried.
     #[serde(default = "default_attempt_timeout")]
     pub attempt_timeout: GoDuration,
-    /// Image for the `EphemeralContainer` and `Signal` methods; defaults to lameduck's proxy image.
+    /// Rounds (each tries every method once) before the operator gives up on a pod, with one
+    /// `ShutdownGaveUp` event. It tries again only when the proxy container restarts or this
+    /// policy's spec changes.
+    #[serde(default = "default_max_rounds")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 10")
+        .message("spec.completion.maxRounds must be between 1 and 10"))]
+    pub max_rounds: u32,
+    /// Image for the `EphemeralContainer` and `Signal` methods; defaults to the operator's own
+    /// (`--ephemeral-image`). Another image must be on the operator's allowlist, and whoever
+    /// writes the policy needs `patch` on `pods/ephemeralcontainers` in its namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("size(self) > 0 && !self.contains(' ')")
         .message("spec.completion.ephemeralImage must be an image reference without spaces"))]
@@ -193,6 +226,7 @@ impl Default for CompletionSpec {
             methods: default_methods(),
             delay: GoDuration::ZERO,
             attempt_timeout: default_attempt_timeout(),
+            max_rounds: DEFAULT_MAX_ROUNDS,
             ephemeral_image: None,
         }
     }
@@ -264,6 +298,9 @@ pub struct ShutdownCounts {
     /// The proxy exited non-zero (the pod fails). Rounds in which every method failed are
     /// reported by events and metrics, and the pod stays in `stuckPods` until it ends.
     pub failed: i64,
+    /// Pods the operator gave up on after `completion.maxRounds` (or with no method left).
+    #[serde(default)]
+    pub gave_up: i64,
 }
 
 /// Condition types on `ShutdownPolicy` status.

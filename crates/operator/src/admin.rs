@@ -1,20 +1,20 @@
 //! The operator's own HTTP server: `/live`, `/ready` (200 once every cache has synced) and
 //! `/metrics`.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-};
+use hyper_util::rt::TokioIo;
 use lameduck_api::names::paths;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::metrics::Metrics;
+use crate::{
+    metrics::Metrics,
+    server::{self, ServerLimits},
+};
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
@@ -38,19 +38,22 @@ pub fn respond(method: &Method, path: &str, ready: bool, metrics: &Metrics) -> R
     }
 }
 
-/// Serves until the process ends.
+/// Serves until the process ends, within [`ServerLimits::ADMIN`].
 pub async fn serve(listener: TcpListener, ready: watch::Receiver<bool>, metrics: Metrics) {
+    serve_with_limits(listener, ready, metrics, ServerLimits::ADMIN).await;
+}
+
+/// Serves until the process ends, within `limits` (plain HTTP: no handshake).
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    ready: watch::Receiver<bool>,
+    metrics: Metrics,
+    limits: ServerLimits,
+) {
     let shared = Arc::new((ready, metrics));
-    loop {
-        let (stream, _peer): (_, SocketAddr) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                tracing::warn!(error = %err, "admin accept failed");
-                continue;
-            }
-        };
+    server::accept_loop(listener, limits, "admin", move |stream, peer| {
         let shared = shared.clone();
-        tokio::spawn(async move {
+        async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let shared = shared.clone();
                 async move {
@@ -58,11 +61,12 @@ pub async fn serve(listener: TcpListener, ready: watch::Receiver<bool>, metrics:
                     Ok::<_, Infallible>(respond(request.method(), request.uri().path(), ready, &shared.1))
                 }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+            if let Err(err) = server::serve_connection(TokioIo::new(stream), service, limits).await {
+                tracing::debug!(%peer, error = %err, "admin connection ended with an error");
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

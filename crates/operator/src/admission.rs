@@ -10,6 +10,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
+use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::{
     ResourceExt,
@@ -23,6 +24,8 @@ use lameduck_api::{
     selection::{self, selects},
     timing::{PodShape, Severity, Timeline},
 };
+
+use crate::powers::{self, Request as PowerRequest};
 
 /// How a review ended, for the `webhook_admissions_total{result}` metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +198,42 @@ pub fn review_policy(
     warnings.extend(timing_warnings(&policy));
     let verdict = if warnings.is_empty() { Verdict::Accepted } else { Verdict::Warned };
     (with_warnings(response, warnings), verdict)
+}
+
+/// The powers a ShutdownPolicy CREATE or UPDATE asks the operator to use for its author (none
+/// for a spec the types cannot read: `review_policy` refuses it already).
+pub fn requested_powers(request: &AdmissionRequest<DynamicObject>) -> Vec<PowerRequest> {
+    let Some(object) = request.object.as_ref() else { return Vec::new() };
+    let policy =
+        serde_json::to_value(object).ok().and_then(|raw| serde_json::from_value::<ShutdownPolicy>(raw).ok());
+    policy.map(|p| powers::requested(&p.spec)).unwrap_or_default()
+}
+
+/// Refuses the policy: each field that asks for a power `user` lacks (or that could not be
+/// checked), with the permission, as `kubectl auth can-i` would name it.
+pub fn refuse_powers(
+    response: AdmissionResponse,
+    user: &UserInfo,
+    namespace: &str,
+    lacking: &[(PowerRequest, Option<String>)],
+) -> AdmissionResponse {
+    let who = user.username.as_deref().unwrap_or("the requesting user");
+    let reasons: Vec<String> = lacking
+        .iter()
+        .map(|(asked, error)| match error {
+            None => format!(
+                "{}: needs {} in namespace {namespace}, which {who} does not have; lameduck's operator would use it on their behalf",
+                asked.field,
+                asked.power.describe()
+            ),
+            Some(error) => format!(
+                "{}: needs {} in namespace {namespace}, and lameduck could not check that {who} has it: {error}",
+                asked.field,
+                asked.power.describe()
+            ),
+        })
+        .collect();
+    response.deny(reasons.join("; "))
 }
 
 /// The timing rules for a pod that leaves everything to the policy: one app container without a

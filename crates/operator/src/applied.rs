@@ -12,6 +12,8 @@ use lameduck_api::{ProxyProfile, ProxySpec, ShutdownPolicy, ShutdownPolicySpec, 
 pub struct Applied {
     /// The policy's name, or `None` for the built-in defaults of `--default-profile`.
     pub policy: Option<String>,
+    /// The policy's `metadata.generation` (0 for the defaults).
+    pub generation: i64,
     pub spec: ShutdownPolicySpec,
 }
 
@@ -32,8 +34,12 @@ pub fn applied(
     let selection =
         selection::select(policies.iter().map(Arc::as_ref), pod.namespace().as_deref(), pod.labels());
     match selection.winner {
-        Some(policy) => Some(Applied { policy: Some(policy.name_any()), spec: policy.spec.clone() }),
-        None => default.map(|spec| Applied { policy: None, spec: spec.clone() }),
+        Some(policy) => Some(Applied {
+            policy: Some(policy.name_any()),
+            generation: policy.metadata.generation.unwrap_or(0),
+            spec: policy.spec.clone(),
+        }),
+        None => default.map(|spec| Applied { policy: None, generation: 0, spec: spec.clone() }),
     }
 }
 

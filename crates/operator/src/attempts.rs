@@ -29,7 +29,31 @@ pub struct Attempt {
     /// What the call reported; `None` while it is under way or when its result was lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// What the attempt was made under; rounds are counted afresh when it changes.
+    #[serde(flatten)]
+    pub epoch: Epoch,
 }
+
+/// What the operator's attempts on a pod are counted against: a new policy spec or a restarted
+/// proxy is a new situation, and earns a fresh `completion.maxRounds`. lameduck's own writes
+/// (the attempt record, policy status) change neither.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Epoch {
+    /// The policy's `metadata.generation` (0 for `--default-profile`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: i64,
+    /// The proxy container's restart count.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub proxy_restarts: i32,
+}
+
+fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// The longest failure message kept in the record; the event carries the longer text.
+const MAX_RECORDED_MESSAGE: usize = 160;
 
 /// What one call reported. Whether the proxy then exits is seen in the pod's status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +65,13 @@ pub enum Outcome {
     EndpointDisabled,
     /// The call failed; the message goes into an event.
     Failed { message: String },
+}
+
+impl Outcome {
+    /// A failure, its message cut so that the record on the pod stays small.
+    pub fn failed(message: &str) -> Self {
+        Self::Failed { message: crate::events::shorten(message, MAX_RECORDED_MESSAGE) }
+    }
 }
 
 /// The annotation holds something that is not an attempt log.
@@ -69,6 +100,27 @@ impl AttemptLog {
     pub fn last(&self) -> Option<&Attempt> {
         self.0.last()
     }
+
+    /// The attempts made under `epoch`: the newest ones, back to the first made under another.
+    pub fn in_epoch(&self, epoch: Epoch) -> &[Attempt] {
+        let start = self.0.iter().rposition(|a| a.epoch != epoch).map_or(0, |i| i + 1);
+        &self.0[start..]
+    }
+
+    /// How many ephemeral containers the attempts added to the pod (they are never removed).
+    pub fn ephemeral_containers(&self) -> u32 {
+        let count = self.0.iter().filter(|a| a.method.adds_container()).count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// The number of attempts.
+    pub fn len(&self) -> u32 {
+        u32::try_from(self.0.len()).unwrap_or(u32::MAX)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl Attempt {
@@ -92,6 +144,7 @@ mod tests {
                 method: ShutdownMethod::PortForward,
                 started: "2026-11-21T08:00:00Z".parse().unwrap(),
                 outcome: Some(Outcome::EndpointDisabled),
+                epoch: Epoch::default(),
             },
             Attempt {
                 number: 2,
@@ -99,13 +152,25 @@ mod tests {
                 method: ShutdownMethod::Signal,
                 started: "2026-11-21T08:00:01Z".parse().unwrap(),
                 outcome: None,
+                epoch: Epoch { generation: 2, proxy_restarts: 1 },
             },
         ]);
         let text = log.to_annotation();
         assert!(text.contains(r#""kind":"endpointDisabled""#), "{text}");
+        assert!(text.contains(r#""generation":2,"proxyRestarts":1"#), "{text}");
+        assert_eq!(text.matches("generation").count(), 1, "a zero epoch is left out: {text}");
         let annotations = BTreeMap::from([(annotations::SHUTDOWN_ATTEMPTS.to_owned(), text)]);
         assert_eq!(AttemptLog::from_annotations(Some(&annotations)).unwrap(), log);
         assert_eq!(log.0[1].ephemeral_container_name(), "lameduck-shutdown-2");
+        assert_eq!(log.ephemeral_containers(), 1);
+        assert_eq!(log.in_epoch(Epoch { generation: 2, proxy_restarts: 1 }).len(), 1);
+        assert_eq!(log.in_epoch(Epoch::default()).len(), 0);
+    }
+
+    #[test]
+    fn recorded_failures_are_short() {
+        let Outcome::Failed { message } = Outcome::failed(&"x".repeat(5000)) else { unreachable!() };
+        assert!(message.len() <= MAX_RECORDED_MESSAGE, "{}", message.len());
     }
 
     #[test]

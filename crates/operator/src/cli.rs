@@ -9,7 +9,10 @@ use lameduck_api::{
     names::{env, images, webhook},
 };
 
-use crate::{applied::default_spec, certs::CertSettings, leader::LeaseSettings, webhook_certs::CertConfig};
+use crate::{
+    applied::default_spec, certs::CertSettings, leader::LeaseSettings, powers::Limits,
+    webhook_certs::CertConfig,
+};
 
 /// Finishes meshed Job and CronJob pods whose main containers exited while the proxy runs.
 #[derive(Debug, Clone, Parser)]
@@ -30,9 +33,26 @@ pub struct Cli {
     /// Image of the EphemeralContainer and Signal methods when a policy names none.
     #[arg(long, env = env::OPERATOR_EPHEMERAL_IMAGE, default_value = images::PROXY, value_name = "IMAGE")]
     pub ephemeral_image: String,
+    /// Images a policy's completion.ephemeralImage may name, besides --ephemeral-image (repeat
+    /// the flag or separate with commas).
+    #[arg(long = "allowed-ephemeral-image", env = env::OPERATOR_ALLOWED_EPHEMERAL_IMAGES, value_delimiter = ',', value_name = "IMAGE")]
+    pub allowed_ephemeral_images: Vec<String>,
+    /// Run a policy's proxy.execCommand; without it, policies that set one are refused.
+    #[arg(long, env = env::OPERATOR_ALLOW_CUSTOM_EXEC_COMMAND)]
+    pub allow_custom_exec_command: bool,
+    /// Never watch or act in these namespaces (repeat the flag or separate with commas).
+    #[arg(long = "exclude-namespace", env = env::OPERATOR_EXCLUDE_NAMESPACES, value_delimiter = ',', value_name = "NS")]
+    pub exclude_namespaces: Vec<String>,
+    /// The most ephemeral containers lameduck adds to one pod (they can never be removed).
+    #[arg(long, env = env::OPERATOR_MAX_EPHEMERAL_CONTAINERS, default_value_t = 4, value_name = "N")]
+    pub max_ephemeral_containers: u32,
     /// Pods reconciled at once; a shutdown call can take up to a policy's attemptTimeout.
     #[arg(long, env = env::OPERATOR_CONCURRENCY, default_value_t = 16, value_name = "N")]
     pub concurrency: u16,
+    /// Shutdown calls in flight at once in one namespace; defaults to a quarter of
+    /// --concurrency (at least 1), so one namespace's hanging pods cannot starve the others.
+    #[arg(long, env = env::OPERATOR_CONCURRENCY_PER_NAMESPACE, value_name = "N")]
+    pub concurrency_per_namespace: Option<u16>,
     /// Name of the leader-election Lease.
     #[arg(long, env = env::OPERATOR_LEASE_NAME, default_value = "lameduck-operator", value_name = "NAME")]
     pub lease_name: String,
@@ -109,7 +129,11 @@ pub struct Config {
     pub dry_run: bool,
     pub admin_addr: SocketAddr,
     pub ephemeral_image: String,
+    pub limits: Limits,
+    pub exclude_namespaces: Vec<String>,
+    pub max_ephemeral_containers: u32,
     pub concurrency: u16,
+    pub concurrency_per_namespace: usize,
     pub lease: LeaseSettings,
     pub status_interval: Duration,
     pub webhook: Option<WebhookConfig>,
@@ -160,19 +184,51 @@ impl Cli {
         });
         let lease_duration = duration("lease-duration", &self.lease_duration).map_err(|e| errors.push(e));
         let status_interval = duration("status-interval", &self.status_interval).map_err(|e| errors.push(e));
-        for namespace in &self.namespaces {
-            if namespace.is_empty()
-                || namespace.len() > 63
-                || !namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            {
-                errors.push(format!("--namespace: {namespace:?} is not a namespace name"));
+        let is_namespace = |namespace: &str| {
+            !namespace.is_empty()
+                && namespace.len() <= 63
+                && namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        for (flag, list) in
+            [("--namespace", &self.namespaces), ("--exclude-namespace", &self.exclude_namespaces)]
+        {
+            for namespace in list.iter().filter(|ns| !is_namespace(ns)) {
+                errors.push(format!("{flag}: {namespace:?} is not a namespace name"));
             }
+        }
+        for namespace in self.namespaces.iter().filter(|ns| self.exclude_namespaces.contains(ns)) {
+            errors.push(format!("--exclude-namespace: {namespace:?} is also given to --namespace"));
         }
         if self.concurrency == 0 {
             errors.push("--concurrency: must be at least 1".to_owned());
         }
-        if self.ephemeral_image.trim().is_empty() || self.ephemeral_image.contains(' ') {
+        let concurrency_per_namespace = match self.concurrency_per_namespace {
+            Some(0) => {
+                errors.push("--concurrency-per-namespace: must be at least 1".to_owned());
+                1
+            }
+            Some(n) if n > self.concurrency => {
+                errors.push(format!(
+                    "--concurrency-per-namespace: {n} is more than --concurrency ({})",
+                    self.concurrency
+                ));
+                1
+            }
+            Some(n) => usize::from(n),
+            None => usize::from(self.concurrency / 4).max(1),
+        };
+        let is_image = |image: &str| !image.trim().is_empty() && !image.contains(' ');
+        if !is_image(&self.ephemeral_image) {
             errors.push(format!("--ephemeral-image: {:?} is not an image reference", self.ephemeral_image));
+        }
+        for image in self.allowed_ephemeral_images.iter().filter(|i| !is_image(i)) {
+            errors.push(format!("--allowed-ephemeral-image: {image:?} is not an image reference"));
+        }
+        if self.max_ephemeral_containers == 0 || self.max_ephemeral_containers > 64 {
+            errors.push(format!(
+                "--max-ephemeral-containers: {} is not between 1 and 64",
+                self.max_ephemeral_containers
+            ));
         }
         let webhook_addr = self.webhook_addr.as_ref().map(|addr| {
             addr.parse::<SocketAddr>().map_err(|_| {
@@ -266,7 +322,21 @@ impl Cli {
             dry_run: self.dry_run,
             admin_addr,
             ephemeral_image: self.ephemeral_image.clone(),
+            limits: Limits {
+                allowed_images: std::iter::once(&self.ephemeral_image)
+                    .chain(&self.allowed_ephemeral_images)
+                    .fold(Vec::new(), |mut images, image| {
+                        if !images.contains(image) {
+                            images.push(image.clone());
+                        }
+                        images
+                    }),
+                allow_custom_exec_command: self.allow_custom_exec_command,
+            },
+            exclude_namespaces: self.exclude_namespaces.clone(),
+            max_ephemeral_containers: self.max_ephemeral_containers,
             concurrency: self.concurrency,
+            concurrency_per_namespace,
             lease: LeaseSettings {
                 namespace: lease_namespace,
                 name: self.lease_name.clone(),
@@ -295,6 +365,56 @@ mod tests {
         assert_eq!(config.lease.identity, "op-0");
         assert_eq!(config.lease.duration_secs, 15);
         assert_eq!(config.ephemeral_image, images::PROXY);
+        assert_eq!(config.limits.allowed_images, [images::PROXY]);
+        assert!(!config.limits.allow_custom_exec_command);
+        assert_eq!((config.max_ephemeral_containers, config.concurrency_per_namespace), (4, 4));
+    }
+
+    #[test]
+    fn policy_limits_and_shares() {
+        let config = parse(&[
+            "--allowed-ephemeral-image",
+            "a:1,b:2",
+            "--allowed-ephemeral-image",
+            "a:1",
+            "--allow-custom-exec-command",
+            "--exclude-namespace",
+            "kube-system,lameduck",
+            "--concurrency",
+            "2",
+        ])
+        .validate(None, None)
+        .unwrap();
+        assert_eq!(config.limits.allowed_images, [images::PROXY, "a:1", "b:2"]);
+        assert!(config.limits.allow_custom_exec_command);
+        assert_eq!(config.exclude_namespaces, ["kube-system", "lameduck"]);
+        assert_eq!(config.concurrency_per_namespace, 1, "a quarter of 2, at least 1");
+        let errors = parse(&[
+            "--allowed-ephemeral-image",
+            "has space",
+            "--exclude-namespace",
+            "Bad",
+            "--namespace",
+            "jobs",
+            "--exclude-namespace",
+            "jobs",
+            "--max-ephemeral-containers",
+            "0",
+            "--concurrency-per-namespace",
+            "20",
+        ])
+        .validate(None, None)
+        .unwrap_err()
+        .join("\n");
+        for flag in [
+            "--allowed-ephemeral-image",
+            "--exclude-namespace: \"Bad\"",
+            "--exclude-namespace: \"jobs\"",
+            "--max-ephemeral-containers",
+            "--concurrency-per-namespace",
+        ] {
+            assert!(errors.contains(flag), "{flag} not named in\n{errors}");
+        }
     }
 
     #[test]

@@ -6,16 +6,32 @@
 
 use k8s_openapi::{
     api::core::v1::{
-        Container, ContainerState, ContainerStatus, Pod, PodSecurityContext, PodSpec, PodStatus,
-        SecurityContext,
+        Container, ContainerState, ContainerStatus, ContainerUser, EnvVar, EnvVarSource, Pod,
+        PodSecurityContext, PodSpec, PodStatus, SecurityContext,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use lameduck_api::names::annotations;
+use lameduck_api::names::{annotations, env};
 use serde::Deserialize;
 
 /// Ephemeral containers of other tools are none of lameduck's business.
 const OWN_EPHEMERAL_PREFIX: &str = "lameduck-shutdown-";
+/// What an ephemeral container of lameduck's said on exit, as much as an event shows.
+const MAX_TERMINATION_MESSAGE: usize = 256;
+
+/// The annotations decisions read: lameduck's record, and what says whether the proxy's
+/// shutdown endpoint is on (`lameduck_api::endpoint`).
+const KEPT_ANNOTATIONS: [&str; 4] = [
+    annotations::SHUTDOWN_ATTEMPTS,
+    annotations::SHUTDOWN_RESULT,
+    annotations::ENABLE_SHUTDOWN_ENDPOINT,
+    annotations::LINKERD_ADMIN_SHUTDOWN,
+];
+/// The env vars that say whether the proxy's shutdown endpoint is on.
+const KEPT_ENV: [&str; 3] =
+    [env::LINKERD_SHUTDOWN_ENDPOINT_ENABLED, env::PROXY_ENABLE_SHUTDOWN_ENDPOINT, env::PROXY_SETTINGS_FILE];
+/// The command-line flags that do.
+const KEPT_FLAGS: [&str; 2] = ["--enable-shutdown-endpoint", "--settings-file"];
 
 /// A Job pod as the operator caches it.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -42,7 +58,8 @@ pub struct Spec {
     pub security_context: Option<UserIds>,
 }
 
-/// A container's name, restart policy (native sidecars) and user.
+/// A container's name, restart policy (native sidecars), user, and what of its command line and
+/// env says whether a proxy's shutdown endpoint is on.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlimContainer {
@@ -51,6 +68,38 @@ pub struct SlimContainer {
     pub restart_policy: Option<String>,
     #[serde(default)]
     pub security_context: Option<UserIds>,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<SlimEnv>,
+}
+
+/// An env var: its value, or only that it comes from elsewhere.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlimEnv {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub value_from: bool,
+}
+
+/// Whether a field is there, without keeping what it holds.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Ok(Option::<serde::de::IgnoredAny>::deserialize(deserializer)?.is_some())
+}
+
+/// Keeps the flags in `KEPT_FLAGS` (and a value that follows one alone).
+fn keep_flags(argv: &mut Vec<String>) {
+    let mut keep_next = false;
+    argv.retain(|arg| {
+        let kept = keep_next || KEPT_FLAGS.iter().any(|flag| arg.starts_with(flag));
+        keep_next = KEPT_FLAGS.contains(&arg.as_str());
+        kept
+    });
 }
 
 /// The user and group a container or pod runs as.
@@ -84,6 +133,9 @@ pub struct SlimStatus {
     pub restart_count: i32,
     #[serde(default)]
     pub state: Option<ContainerState>,
+    /// The user the container runs as, where the kubelet reports it (1.33+).
+    #[serde(default)]
+    pub user: Option<ContainerUser>,
 }
 
 slim_pod_resource!(JobPod);
@@ -97,15 +149,25 @@ impl JobPod {
         meta.finalizers = None;
         meta.generate_name = None;
         if let Some(map) = meta.annotations.as_mut() {
-            map.retain(|key, _| key == annotations::SHUTDOWN_ATTEMPTS || key == annotations::SHUTDOWN_RESULT);
+            map.retain(|key, _| KEPT_ANNOTATIONS.contains(&key.as_str()));
+        }
+        for container in self.spec.containers.iter_mut().chain(&mut self.spec.init_containers) {
+            container.env.retain(|e| KEPT_ENV.contains(&e.name.as_str()));
+            keep_flags(&mut container.command);
+            keep_flags(&mut container.args);
         }
         self.status.ephemeral_container_statuses.retain(|s| s.name.starts_with(OWN_EPHEMERAL_PREFIX));
-        for status in
-            self.status.container_statuses.iter_mut().chain(&mut self.status.ephemeral_container_statuses)
-        {
+        let own = self.status.ephemeral_container_statuses.iter_mut().map(|s| (s, true));
+        let others = self.status.container_statuses.iter_mut().map(|s| (s, false));
+        for (status, keep_message) in others.chain(own) {
             if let Some(state) = status.state.as_mut() {
                 if let Some(t) = state.terminated.as_mut() {
-                    t.message = None;
+                    // lameduck's own containers say why they failed; that goes into an event.
+                    t.message = t
+                        .message
+                        .take()
+                        .filter(|_| keep_message)
+                        .map(|m| crate::events::shorten(&m, MAX_TERMINATION_MESSAGE));
                     t.container_id = None;
                 }
                 if let Some(w) = state.waiting.as_mut() {
@@ -125,12 +187,25 @@ impl JobPod {
                 run_as_group: ids.run_as_group,
                 ..SecurityContext::default()
             }),
+            command: (!c.command.is_empty()).then(|| c.command.clone()),
+            args: (!c.args.is_empty()).then(|| c.args.clone()),
+            env: (!c.env.is_empty()).then(|| {
+                c.env
+                    .iter()
+                    .map(|e| EnvVar {
+                        name: e.name.clone(),
+                        value: e.value.clone(),
+                        value_from: e.value_from.then(EnvVarSource::default),
+                    })
+                    .collect()
+            }),
             ..Container::default()
         };
         let status = |s: &SlimStatus| ContainerStatus {
             name: s.name.clone(),
             restart_count: s.restart_count,
             state: s.state.clone(),
+            user: s.user.clone(),
             ..ContainerStatus::default()
         };
         let spec = &self.spec;
@@ -163,7 +238,10 @@ impl JobPod {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{attempts::AttemptLog, decide::decide};
+    use crate::{
+        attempts::AttemptLog,
+        decide::{Terms, decide},
+    };
     use lameduck_api::ShutdownPolicySpec;
 
     const FULL_POD: &str = r#"
@@ -174,6 +252,7 @@ metadata:
   labels: {batch.kubernetes.io/job-name: report}
   annotations:
     lameduck.io/shutdown-attempts: '[]'
+    config.linkerd.io/proxy-admin-shutdown: enabled
     kubectl.kubernetes.io/last-applied-configuration: '{"a": "very long blob"}'
   ownerReferences: [{apiVersion: batch/v1, kind: Job, name: report, uid: u1}]
   managedFields: [{manager: kubelet, operation: Update}]
@@ -190,6 +269,10 @@ spec:
   - name: linkerd-proxy
     image: proxy
     securityContext: {runAsUser: 2102, readOnlyRootFilesystem: true}
+    args: [--log, warn, --enable-shutdown-endpoint, 'true', --x]
+    env:
+    - {name: LINKERD2_PROXY_LOG, value: warn}
+    - {name: LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED, valueFrom: {configMapKeyRef: {name: c, key: k}}}
 status:
   phase: Running
   podIP: 10.0.0.1
@@ -198,11 +281,11 @@ status:
   - {name: main, ready: false, restartCount: 0, image: app, imageID: sha, containerID: c1,
      state: {terminated: {exitCode: 0, finishedAt: '2026-11-21T07:59:55Z', message: "done and dusted"}}}
   - {name: linkerd-proxy, ready: true, restartCount: 0, image: proxy, imageID: sha,
-     state: {running: {startedAt: '2026-11-21T07:00:00Z'}}}
+     state: {running: {startedAt: '2026-11-21T07:00:00Z'}}, user: {linux: {uid: 2102, gid: 2102}}}
   ephemeralContainerStatuses:
   - {name: debugger, ready: false, restartCount: 0, image: x, imageID: x, state: {running: {}}}
   - {name: lameduck-shutdown-1, ready: false, restartCount: 0, image: x, imageID: x,
-     state: {terminated: {exitCode: 3}}}
+     state: {terminated: {exitCode: 1, message: "kill: operation not permitted"}}}
 "#;
 
     #[test]
@@ -214,7 +297,7 @@ status:
 
         let meta = &trimmed.metadata;
         assert!(meta.managed_fields.is_none());
-        assert_eq!(meta.annotations.as_ref().unwrap().len(), 1, "only lameduck's annotations stay");
+        assert_eq!(meta.annotations.as_ref().unwrap().len(), 2, "only the annotations decisions read stay");
         assert_eq!(meta.labels, full.metadata.labels);
         assert_eq!(meta.owner_references, full.metadata.owner_references);
         let spec = trimmed.spec.as_ref().unwrap();
@@ -227,12 +310,24 @@ status:
         let ephemeral = status.ephemeral_container_statuses.as_ref().unwrap();
         assert_eq!(ephemeral.len(), 1, "only lameduck's ephemeral containers stay");
         assert_eq!(ephemeral[0].name, "lameduck-shutdown-1");
+        let said = ephemeral[0].state.as_ref().unwrap().terminated.as_ref().unwrap().message.as_deref();
+        assert_eq!(said, Some("kill: operation not permitted"), "lameduck's containers say why");
+        assert_eq!(
+            status.container_statuses.as_ref().unwrap()[1].user,
+            full.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[1].user
+        );
+        let proxy = &spec.containers[1];
+        assert_eq!(proxy.args.as_deref().unwrap(), ["--enable-shutdown-endpoint", "true"]);
+        let env = proxy.env.as_ref().unwrap();
+        assert_eq!(env.len(), 1, "only the endpoint's env stays");
+        assert!(env[0].value_from.is_some(), "a value from elsewhere stays unknown");
 
         // The decision is the same on the trimmed pod as on the full one.
         let policy = ShutdownPolicySpec::default();
+        let terms = Terms { spec: &policy, generation: 1, max_ephemeral_containers: 4 };
         let now = "2026-11-21T08:00:00Z".parse().unwrap();
         let log = AttemptLog::default();
-        assert_eq!(decide(&trimmed, &policy, &log, now), decide(&full, &policy, &log, now));
+        assert_eq!(decide(&trimmed, &terms, &log, now), decide(&full, &terms, &log, now));
 
         assert_eq!(slim.spec.containers[1].security_context.unwrap().run_as_user, Some(2102));
     }

@@ -12,9 +12,11 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Parser;
-use futures::{StreamExt, future};
+use futures::{StreamExt, future, future::BoxFuture};
+use k8s_openapi::api::{authentication::v1::UserInfo, authorization::v1::SubjectAccessReview};
 use kube::{
     Api, Client, ResourceExt,
+    api::PostParams,
     runtime::{
         Controller, WatchStreamExt,
         controller::Config as ControllerConfig,
@@ -37,6 +39,7 @@ use lameduck_operator::{
     job_pod::JobPod,
     leader,
     metrics::Metrics,
+    powers::{self, Power},
     reconcile::{Bookkeeping, Context, Settings, error_policy, reconcile},
     status::{self, Scope},
     webhook::{self, Knowledge, ServingCert},
@@ -106,6 +109,20 @@ async fn until(ready: impl Fn() -> bool) {
     }
 }
 
+/// The field selector that leaves `namespaces` out of a watch; `None` when there are none.
+fn exclusion(namespaces: &[String]) -> Option<String> {
+    (!namespaces.is_empty()).then(|| {
+        namespaces.iter().map(|ns| format!("metadata.namespace!={ns}")).collect::<Vec<_>>().join(",")
+    })
+}
+
+fn with_fields(config: watcher::Config, fields: &Option<String>) -> watcher::Config {
+    match fields {
+        Some(fields) => config.fields(fields),
+        None => config,
+    }
+}
+
 async fn terminated() {
     let mut term = tokio::signal::unix::signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
@@ -133,7 +150,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         dry_run: config.dry_run,
         default: config.default.clone(),
         ephemeral_image: config.ephemeral_image.clone(),
+        limits: config.limits.clone(),
+        max_ephemeral_containers: config.max_ephemeral_containers,
+        concurrency_per_namespace: config.concurrency_per_namespace,
     };
+    // Excluded namespaces are left out of every watch, so nothing in them is seen or acted on.
+    let excluded = exclusion(&config.exclude_namespaces);
     tracing::info!(namespaces = ?config.namespaces, dry_run = config.dry_run, identity = %config.lease.identity,
         default_profile = ?config.default.as_ref().map(|d| d.proxy.profile), "starting");
 
@@ -178,14 +200,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         sync_flags.extend([pods_synced.clone(), policies_synced.clone()]);
         let (policy_reader, policy_writer) = reflector::store();
         // Job pods only (CronJob pods are Job pods), trimmed before they are cached.
-        let pods = watcher(pods_api, watcher::Config::default().labels(labels::JOB_NAME))
-            .default_backoff()
-            .modify(JobPod::trim)
-            .reflect(pod_writer)
-            .inspect(synced_when_listed(pods_synced.clone()))
-            .applied_objects();
+        let pods =
+            watcher(pods_api, with_fields(watcher::Config::default().labels(labels::JOB_NAME), &excluded))
+                .default_backoff()
+                .modify(JobPod::trim)
+                .reflect(pod_writer)
+                .inspect(synced_when_listed(pods_synced.clone()))
+                .applied_objects();
         // Status writes do not change the generation: only spec changes re-trigger the pods.
-        let policies = watcher(policies_api, watcher::Config::default())
+        let policies = watcher(policies_api, with_fields(watcher::Config::default(), &excluded))
             .default_backoff()
             .modify(|p| p.managed_fields_mut().clear())
             .reflect(policy_writer)
@@ -236,6 +259,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             listener,
             &scopes,
             pod_apis,
+            &excluded,
             &sync_flags,
             &publisher,
             &election.is_leader,
@@ -249,14 +273,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("caches synced; ready");
         let _ = ready_tx.send(true);
     });
-    let status_task = tokio::spawn(status::run(
-        client.clone(),
-        scopes,
-        config.default.clone(),
-        metrics.clone(),
-        election.is_leader.clone(),
-        config.status_interval,
-    ));
+    let reporting = status::Reporting {
+        client: client.clone(),
+        publisher: publisher.clone(),
+        metrics: metrics.clone(),
+        leader: election.is_leader.clone(),
+    };
+    let status_task = tokio::spawn(status::run(reporting, scopes, settings, config.status_interval));
 
     let controllers = future::join_all(controllers);
     tokio::pin!(controllers);
@@ -279,10 +302,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The webhook reads the policy caches and the pod index.
+/// The webhook reads the policy caches and the pod index, and asks the API server about users.
 struct Caches {
     policies: Vec<reflector::Store<ShutdownPolicy>>,
     pods: Arc<PodIndex>,
+    reviews: Api<SubjectAccessReview>,
 }
 
 impl Knowledge for Caches {
@@ -292,6 +316,25 @@ impl Knowledge for Caches {
 
     fn pods_in(&self, namespace: &str) -> Vec<PodLabels> {
         self.pods.labels_in(namespace)
+    }
+
+    fn may<'a>(
+        &'a self,
+        user: &'a UserInfo,
+        namespace: &'a str,
+        power: Power,
+    ) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            let review = powers::access_review(user, namespace, power);
+            // The API server answers within the webhook's own timeout, or the policy is refused.
+            let params = PostParams::default();
+            let asked = tokio::time::timeout(Duration::from_secs(3), self.reviews.create(&params, &review));
+            match asked.await {
+                Ok(Ok(answer)) => Ok(answer.status.is_some_and(|s| s.allowed)),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(_) => Err("the SubjectAccessReview took more than 3s".into()),
+            }
+        })
     }
 }
 
@@ -304,6 +347,7 @@ fn start_webhook(
     listener: TcpListener,
     scopes: &[Scope],
     pod_apis: Vec<Api<AdmittedPod>>,
+    excluded: &Option<String>,
     sync_flags: &[Arc<AtomicBool>],
     publisher: &Publisher,
     is_leader: &watch::Receiver<bool>,
@@ -314,7 +358,11 @@ fn start_webhook(
     let tls = webhook::tls_config(serving.clone()).context("webhook TLS configuration")?;
     let policies: Vec<_> = scopes.iter().map(|s| s.policies.clone()).collect();
     let index = Arc::new(PodIndex::default());
-    let caches = Arc::new(Caches { policies: policies.clone(), pods: index.clone() });
+    let caches = Arc::new(Caches {
+        policies: policies.clone(),
+        pods: index.clone(),
+        reviews: Api::all(client.clone()),
+    });
     tokio::spawn(webhook::serve(listener, tls, caches, metrics.clone()));
     tokio::spawn(webhook_certs::run(
         client.clone(),
@@ -328,9 +376,10 @@ fn start_webhook(
     for api in pod_apis {
         let (policies, index, publisher, leader, synced) =
             (policies.clone(), index.clone(), publisher.clone(), is_leader.clone(), synced.clone());
+        let watch_config = with_fields(watcher::Config::default(), excluded);
         tokio::spawn(async move {
             until(|| all_set(&synced)).await;
-            let pods = watcher(api, watcher::Config::default()).default_backoff();
+            let pods = watcher(api, watch_config).default_backoff();
             admitted::follow(pods, policies, index, publisher, leader).await;
         });
     }

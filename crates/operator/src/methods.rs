@@ -7,7 +7,10 @@ use bytes::Bytes;
 use http::{Method, Request, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Status};
+use k8s_openapi::{
+    api::core::v1::{Namespace, Pod},
+    apimachinery::pkg::apis::meta::v1::Status,
+};
 use kube::{
     Api, ResourceExt,
     api::{AttachParams, Patch, PatchParams},
@@ -17,15 +20,50 @@ use lameduck_api::{
     admin::{EXIT_ENDPOINT_DISABLED, ShutdownAnswer},
 };
 use serde_json::json;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::{
     attempts::{Attempt, Outcome},
-    ephemeral,
+    ephemeral::{self, ENFORCE_LABEL, PodSecurity},
 };
 
 /// Events carry at most 1 kB; outputs are cut well below that.
 const MAX_DETAIL: usize = 512;
+/// What is kept of an exec's output or a `/shutdown` answer: a pod can write without end, and
+/// the operator keeps only what an event can show.
+const MAX_READ: usize = 4096;
+
+/// Reads `input` to its end, keeping the first [`MAX_READ`] bytes and dropping the rest as it
+/// comes (the writer must not block on a full pipe, nor the operator hold what it sends).
+pub async fn read_bounded(mut input: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match input.read(&mut chunk).await {
+            // A read error only shortens the output shown in the event.
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = MAX_READ.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+            }
+        }
+    }
+}
+
+/// Collects a response body, keeping the first [`MAX_READ`] bytes and dropping the rest.
+async fn collect_bounded<B>(mut body: B) -> Vec<u8>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    let mut kept = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            let room = MAX_READ.saturating_sub(kept.len());
+            kept.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    kept
+}
 
 /// Exit statuses of a process killed by SIGKILL or SIGTERM. An exec'd shutdown command dies this
 /// way when the proxy it stopped was its container's PID 1: the runtime stops the container, and
@@ -45,8 +83,8 @@ impl CallResult {
     }
 
     fn failed(message: String) -> Self {
-        let message = cut(&message);
-        Self { outcome: Some(Outcome::Failed { message: message.clone() }), detail: message }
+        let detail = cut(&message);
+        Self { outcome: Some(Outcome::failed(&detail)), detail }
     }
 
     fn disabled(detail: String) -> Self {
@@ -73,6 +111,8 @@ fn cut(text: &str) -> String {
 #[derive(Debug)]
 pub struct Call<'a> {
     pub pods: &'a Api<Pod>,
+    /// Read for a namespace's Pod Security level, when a `Signal` container needs it.
+    pub namespaces: &'a Api<Namespace>,
     pub pod: &'a Pod,
     pub proxy: &'a ResolvedProxy,
     pub attempt: &'a Attempt,
@@ -119,11 +159,10 @@ async fn exec(call: &Call<'_>) -> CallResult {
     let (mut stdout, mut stderr) = (process.stdout(), process.stderr());
     let status = process.take_status();
     let read = |half: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>| async move {
-        let mut text = Vec::new();
-        if let Some(mut half) = half {
-            // A read error only shortens the output shown in the event.
-            let _ = half.read_to_end(&mut text).await;
-        }
+        let text = match half {
+            Some(half) => read_bounded(half).await,
+            None => Vec::new(),
+        };
         String::from_utf8_lossy(&text).into_owned()
     };
     let (out, err, status) = tokio::join!(read(stdout.take()), read(stderr.take()), async {
@@ -194,7 +233,7 @@ async fn port_forward(call: &Call<'_>) -> CallResult {
             .expect("the shutdown path was validated by the CRD schema");
         let response = sender.send_request(request).await?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = collect_bounded(response.into_body()).await;
         Ok::<_, hyper::Error>((status, String::from_utf8_lossy(&body).into_owned()))
     };
     let result = tokio::select! {
@@ -220,9 +259,38 @@ async fn port_forward(call: &Call<'_>) -> CallResult {
     }
 }
 
+/// The Pod Security level of the pod's namespace; when it cannot be read (no `get namespaces`
+/// in a namespaced install), the strictest.
+async fn pod_security(call: &Call<'_>) -> PodSecurity {
+    let namespace = call.pod.metadata.namespace.as_deref().unwrap_or("default");
+    match call.namespaces.get(namespace).await {
+        Ok(ns) => PodSecurity::from_label(
+            ns.metadata.labels.as_ref().and_then(|l| l.get(ENFORCE_LABEL)).map(String::as_str),
+        ),
+        Err(err) => {
+            tracing::debug!(namespace, error = %err, "cannot read the namespace's Pod Security level");
+            PodSecurity::Restricted
+        }
+    }
+}
+
 async fn add_container(call: &Call<'_>) -> CallResult {
-    let Some(container) = ephemeral::shutdown_container(call.attempt, call.pod, call.proxy, call.image)
-    else {
+    // Only a signal needs the proxy's user; the loopback container runs as its image's.
+    let signal = if call.attempt.method == ShutdownMethod::Signal {
+        let proxy = &call.proxy.container_name;
+        let level = if ephemeral::needs_pod_security(call.pod, proxy) {
+            Some(pod_security(call).await)
+        } else {
+            None
+        };
+        match ephemeral::signal_as(call.pod, proxy, level) {
+            Ok(signal) => Some(signal),
+            Err(message) => return CallResult::failed(message),
+        }
+    } else {
+        None
+    };
+    let Some(container) = ephemeral::shutdown_container(call.attempt, call.proxy, call.image, signal) else {
         return CallResult::failed(format!("{} adds no container", call.attempt.method));
     };
     let name = container.name.clone();
@@ -278,6 +346,29 @@ mod tests {
         let no_code = status("{status: Failure, message: 'container not found'}");
         let result = exec_result(Some(&no_code), String::new());
         assert!(result.detail.contains("container not found"), "{}", result.detail);
+    }
+
+    #[tokio::test]
+    async fn reads_keep_a_few_kib_of_an_endless_output() {
+        // 64 MiB through a small pipe: the reader keeps draining (the writer never blocks) and
+        // keeps only MAX_READ bytes.
+        let (reader, mut writer) = tokio::io::simplex(64 * 1024);
+        let write = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let block = vec![b'y'; 1 << 20];
+            for _ in 0..64 {
+                writer.write_all(&block).await.unwrap();
+            }
+            writer.shutdown().await.unwrap();
+        });
+        let kept = read_bounded(reader).await;
+        write.await.unwrap();
+        assert_eq!(kept.len(), MAX_READ);
+
+        let body = http_body_util::StreamBody::new(futures::stream::iter((0..1000).map(|_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![b'x'; 8192])))
+        })));
+        assert_eq!(collect_bounded(body).await.len(), MAX_READ);
     }
 
     #[test]

@@ -19,8 +19,8 @@ pub struct Metrics {
     /// Shutdown calls by method and outcome (`sent`, `endpoint_disabled`, `failed`, `unknown`,
     /// `dry_run`).
     pub shutdown_attempts: IntCounterVec,
-    /// How pods under lameduck's care ended: `succeeded`, `failed` (proxy exited non-zero), and
-    /// `exhausted` for each round in which every method failed.
+    /// How pods under lameduck's care ended: `succeeded`, `failed` (proxy exited non-zero),
+    /// `gave_up`, and `exhausted` for each round in which every method failed.
     pub shutdowns: IntCounterVec,
     /// Last main container exit to proxy exit.
     pub shutdown_latency: Histogram,
@@ -40,6 +40,8 @@ pub struct Metrics {
     pub policy_timing_violations: IntGaugeVec,
     /// When the webhook's serving certificate expires (Unix seconds); 0 until one is loaded.
     pub webhook_certificate_expiry: IntGauge,
+    /// Policies the operator will not act on, by reason (`ephemeral_image`, `exec_command`).
+    pub policies_refused: IntGaugeVec,
 }
 
 fn must<T>(result: prometheus::Result<T>) -> T {
@@ -62,6 +64,11 @@ impl Metrics {
         };
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             let metric = must(Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)));
+            must(registry.register(Box::new(metric.clone())));
+            metric
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let metric = must(IntGaugeVec::new(Opts::new(name, help), labels));
             must(registry.register(Box::new(metric.clone())));
             metric
         };
@@ -107,17 +114,16 @@ impl Metrics {
                 "unmutated_pods",
                 "Live pods a ShutdownPolicy selects that were admitted without its drain settings",
             ),
-            policy_timing_violations: {
-                let metric = must(IntGaugeVec::new(
-                    Opts::new(
-                        "policy_timing_violations",
-                        "Live pods selected by a ShutdownPolicy whose shutdown timing breaks a rule, by rule",
-                    ),
-                    &["rule"],
-                ));
-                must(registry.register(Box::new(metric.clone())));
-                metric
-            },
+            policy_timing_violations: gauge_vec(
+                "policy_timing_violations",
+                "Live pods selected by a ShutdownPolicy whose shutdown timing breaks a rule, by rule",
+                &["rule"],
+            ),
+            policies_refused: gauge_vec(
+                "policies_refused",
+                "ShutdownPolicies the operator will not act on, by reason",
+                &["reason"],
+            ),
             webhook_certificate_expiry: gauge(
                 "webhook_certificate_expiry_timestamp_seconds",
                 "When the webhook's serving certificate expires, in Unix seconds",
@@ -153,6 +159,7 @@ mod tests {
         metrics.reconcile_errors.with_label_values(&["kube_api"]).inc();
         metrics.webhook_admissions.with_label_values(&["pods", "mutated"]).inc();
         metrics.policy_timing_violations.with_label_values(&["job-never-completes"]).set(2);
+        metrics.policies_refused.with_label_values(&["exec_command"]).set(1);
         let text = metrics.encode();
         for name in [
             "lameduck_pods_observed",
@@ -168,6 +175,7 @@ mod tests {
             "lameduck_unmutated_pods 0",
             "lameduck_policy_timing_violations{rule=\"job-never-completes\"} 2",
             "lameduck_webhook_certificate_expiry_timestamp_seconds 0",
+            "lameduck_policies_refused{reason=\"exec_command\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

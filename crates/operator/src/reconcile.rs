@@ -4,11 +4,15 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    hash::{DefaultHasher, Hash, Hasher},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
+use k8s_openapi::{
+    api::core::v1::{Namespace, Pod},
+    jiff::Timestamp,
+};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -24,11 +28,12 @@ use tokio::sync::watch;
 use crate::{
     applied::{Applied, applied},
     attempts::{Attempt, AttemptLog, AttemptLogError, Outcome},
-    decide::{Action, decide, last_main_exit},
+    decide::{Action, GaveUp, Terms, decide},
     events::{EventType, Publisher},
     job_pod::JobPod,
     methods::{self, Call},
     metrics::Metrics,
+    powers::{Limits, refusal},
 };
 
 /// What the operator was told on its command line that reconciles need.
@@ -40,6 +45,50 @@ pub struct Settings {
     pub default: Option<ShutdownPolicySpec>,
     /// Image of the ephemeral containers when the policy names none.
     pub ephemeral_image: String,
+    /// What policies may ask of the operator.
+    pub limits: Limits,
+    /// The most ephemeral containers lameduck adds to one pod.
+    pub max_ephemeral_containers: u32,
+    /// Shutdown calls in flight at once in one namespace: one namespace's hanging pods leave
+    /// the rest of `--concurrency` to the others.
+    pub concurrency_per_namespace: usize,
+}
+
+impl Settings {
+    /// The terms a decision about a pod under `applied` is bound by.
+    pub fn terms<'a>(&self, applied: &'a Applied) -> Terms<'a> {
+        Terms {
+            spec: &applied.spec,
+            generation: applied.generation,
+            max_ephemeral_containers: self.max_ephemeral_containers,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Settings {
+    /// The defaults of the command line, with `default` for `--default-profile`.
+    pub(crate) fn for_tests(default: Option<ShutdownPolicySpec>) -> Self {
+        Self {
+            dry_run: false,
+            default,
+            ephemeral_image: lameduck_api::names::images::PROXY.to_owned(),
+            limits: Limits {
+                allowed_images: vec![lameduck_api::names::images::PROXY.to_owned()],
+                allow_custom_exec_command: false,
+            },
+            max_ephemeral_containers: 4,
+            concurrency_per_namespace: 4,
+        }
+    }
+}
+
+/// How lameduck's care of a pod ended, as counted in policy status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Succeeded,
+    Failed,
+    GaveUp,
 }
 
 /// Shutdowns counted since the status writer last wrote them, by policy namespace and name.
@@ -47,13 +96,13 @@ pub struct Settings {
 pub struct PendingCounts(Mutex<HashMap<(String, String), ShutdownCounts>>);
 
 impl PendingCounts {
-    fn add(&self, key: (String, String), succeeded: bool) {
+    fn add(&self, key: (String, String), ending: Ending) {
         let mut map = self.0.lock().expect("pending counts lock");
         let counts = map.entry(key).or_default();
-        if succeeded {
-            counts.succeeded += 1;
-        } else {
-            counts.failed += 1;
+        match ending {
+            Ending::Succeeded => counts.succeeded += 1,
+            Ending::Failed => counts.failed += 1,
+            Ending::GaveUp => counts.gave_up += 1,
         }
     }
 
@@ -68,6 +117,7 @@ impl PendingCounts {
         let entry = map.entry(key).or_default();
         entry.succeeded += counts.succeeded;
         entry.failed += counts.failed;
+        entry.gave_up += counts.gave_up;
     }
 }
 
@@ -89,6 +139,87 @@ impl Announced {
     }
 }
 
+/// The first pause after a failed reconcile; it doubles with each failure in a row.
+const FIRST_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest pause after failed reconciles.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The pause after the `failures`-th failed reconcile in a row of one pod: doubling from 5s to 5
+/// minutes, each cut by up to half at random (`seed`), so that pods that failed together (an API
+/// server restart) do not all come back at the same moment.
+pub fn error_backoff(failures: u32, seed: u64) -> Duration {
+    let full =
+        FIRST_ERROR_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_ERROR_BACKOFF);
+    let kept = 0.5 + (seed % 1000) as f64 / 2000.0;
+    full.mul_f64(kept)
+}
+
+/// Failed reconciles in a row, by pod uid; forgotten on success and when the pod is gone.
+#[derive(Debug, Default)]
+pub struct Failures(Mutex<HashMap<String, u32>>);
+
+impl Failures {
+    /// Counts a failure; returns how many in a row.
+    fn add(&self, uid: &str) -> u32 {
+        let mut map = self.0.lock().expect("failures lock");
+        let count = map.entry(uid.to_owned()).or_default();
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    fn clear(&self, uid: &str) {
+        self.0.lock().expect("failures lock").remove(uid);
+    }
+
+    /// Keeps only the pods still cached.
+    pub fn retain_pods(&self, live: &HashSet<String>) {
+        self.0.lock().expect("failures lock").retain(|uid, _| live.contains(uid));
+    }
+}
+
+/// Shutdown calls in flight, by namespace, each bounded.
+#[derive(Debug)]
+pub struct Slots {
+    limit: usize,
+    taken: Mutex<HashMap<String, usize>>,
+}
+
+/// One call's place in its namespace's share; given back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    slots: Arc<Slots>,
+    namespace: String,
+}
+
+impl Slots {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self { limit: limit.max(1), taken: Mutex::default() })
+    }
+
+    /// A place for one call in `namespace`, if its share is not used up.
+    pub fn try_take(self: &Arc<Self>, namespace: &str) -> Option<Slot> {
+        let mut taken = self.taken.lock().expect("slots lock");
+        let count = taken.entry(namespace.to_owned()).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(Slot { slots: self.clone(), namespace: namespace.to_owned() })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut taken = self.slots.taken.lock().expect("slots lock");
+        if let Some(count) = taken.get_mut(&self.namespace) {
+            *count -= 1;
+            if *count == 0 {
+                taken.remove(&self.namespace);
+            }
+        }
+    }
+}
+
 /// What reconciles note for the status loop of their watch scope.
 #[derive(Debug, Default)]
 pub struct Bookkeeping {
@@ -96,6 +227,8 @@ pub struct Bookkeeping {
     pub pending: PendingCounts,
     /// Events published once without a record on the pod.
     pub announced: Announced,
+    /// Failed reconciles in a row, for the backoff.
+    pub failures: Failures,
 }
 
 /// Shared by every reconcile of one watch scope.
@@ -107,6 +240,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub publisher: Publisher,
     pub books: Arc<Bookkeeping>,
+    pub slots: Arc<Slots>,
 }
 
 impl std::fmt::Debug for Context {
@@ -153,7 +287,8 @@ impl Context {
         publisher: Publisher,
         books: Arc<Bookkeeping>,
     ) -> Self {
-        Self { client, policies, settings, leader, metrics, publisher, books }
+        let slots = Slots::new(settings.concurrency_per_namespace);
+        Self { client, policies, settings, leader, metrics, publisher, books, slots }
     }
 
     fn policy_for(&self, pod: &Pod) -> Option<Applied> {
@@ -176,10 +311,41 @@ impl Context {
 
     /// Whether this is the first time `key` is announced.
     fn first_announcement(&self, pod: &Pod, round: u32) -> bool {
-        let uid = pod.uid().unwrap_or_else(|| pod.name_any());
-        self.books.announced.first(uid, round)
+        self.books.announced.first(uid_of(pod), round)
     }
 }
+
+fn uid_of(pod: &Pod) -> String {
+    pod.uid().unwrap_or_else(|| pod.name_any())
+}
+
+/// A number that differs from pod to pod and failure to failure, for jitter.
+fn seed(uid: &str, n: u32) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (uid, n).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Writes `annotations` onto the pod if it is still at the cached `resourceVersion`. `false`:
+/// another writer (another replica, the kubelet) came first; the newer pod is on its way.
+async fn patch_if_unchanged(
+    pods: &Api<Pod>,
+    pod: &Pod,
+    annotations: serde_json::Value,
+) -> Result<bool, kube::Error> {
+    let patch = json!({ "metadata": {
+        "resourceVersion": pod.resource_version(),
+        "annotations": annotations,
+    }});
+    match pods.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// How soon to look again at a pod whose write lost a race.
+const AFTER_CONFLICT: Duration = Duration::from_millis(500);
 
 /// Decides about one pod and acts.
 pub async fn reconcile(cached: Arc<JobPod>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -189,14 +355,27 @@ pub async fn reconcile(cached: Arc<JobPod>, ctx: Arc<Context>) -> Result<Requeue
         return Ok(Requeue::await_change());
     }
     let pod = cached.to_pod();
-    let Some(applied) = ctx.policy_for(&pod) else {
+    let result = act(&ctx, &pod).await;
+    if result.is_ok() {
+        ctx.books.failures.clear(&uid_of(&pod));
+    }
+    result
+}
+
+async fn act(ctx: &Context, pod: &Pod) -> Result<Requeue, Error> {
+    let Some(applied) = ctx.policy_for(pod) else {
         return Ok(Requeue::await_change());
     };
+    if let Some(refused) = refusal(&applied.spec, &ctx.settings.limits) {
+        // The status loop reports it on the policy; the pod is left alone.
+        tracing::debug!(pod = %pod.name_any(), policy = ?applied.policy, reason = refused.reason, "policy refused");
+        return Ok(Requeue::await_change());
+    }
     let log = match AttemptLog::from_annotations(pod.metadata.annotations.as_ref()) {
         Ok(log) => log,
         Err(err) => {
             ctx.publish(
-                &pod,
+                pod,
                 EventType::Warning,
                 events::INVALID_ATTEMPT_LOG,
                 format!("{err}; lameduck leaves this pod alone"),
@@ -206,36 +385,54 @@ pub async fn reconcile(cached: Arc<JobPod>, ctx: Arc<Context>) -> Result<Requeue
         }
     };
     let now = Timestamp::now();
-    let action = decide(&pod, &applied.spec, &log, now);
+    let terms = ctx.settings.terms(&applied);
+    let action = decide(pod, &terms, &log, now);
     tracing::debug!(pod = %pod.name_any(), namespace = ?pod.namespace(), ?action, "decided");
     match action {
         Action::Ignore(_) | Action::Wait { until: None, .. } => Ok(Requeue::await_change()),
         Action::Wait { until: Some(at), .. } => Ok(Requeue::requeue(until(at, now))),
         Action::Verify { deadline, .. } => Ok(Requeue::requeue(until(deadline, now))),
-        Action::Attempt { method, number, round } => {
+        Action::Attempt { method, number, round, epoch, last_main_exit } => {
             if ctx.settings.dry_run {
-                dry_run(&ctx, &pod, &applied, method, number, now).await;
-                Ok(Requeue::await_change())
-            } else {
-                attempt(
-                    &ctx,
-                    &pod,
-                    &applied,
-                    log,
-                    Attempt { number, round, method, started: now, outcome: None },
-                )
-                .await
+                dry_run(ctx, pod, &applied, method, number, last_main_exit, now).await;
+                return Ok(Requeue::await_change());
             }
+            let namespace = pod.namespace().unwrap_or_default();
+            let Some(_slot) = ctx.slots.try_take(&namespace) else {
+                // This namespace's share of calls is in use; the rest stays for the others.
+                let wait = Duration::from_millis(1000 + seed(&uid_of(pod), number) % 1000);
+                return Ok(Requeue::requeue(wait));
+            };
+            let attempt = Attempt { number, round, method, started: now, outcome: None, epoch };
+            let first = number == 1;
+            let result = self::attempt(ctx, pod, &terms, log, attempt).await;
+            if first && matches!(result, Ok(ref r) if *r != Requeue::requeue(AFTER_CONFLICT)) {
+                ctx.metrics.action_latency.observe(seconds_between(last_main_exit, now));
+            }
+            result
         }
-        Action::Done { attempts } => report(&ctx, &pod, &applied, 0, attempts).await,
-        Action::ProxyFailed { exit_code, attempts } => {
-            report(&ctx, &pod, &applied, exit_code, attempts).await
+        Action::RecordOutcome { number, method, outcome } => {
+            let pods = ctx.pods(pod);
+            if record_outcome(&pods, pod, number, outcome.clone()).await? {
+                let (type_, reason) = event_for(&outcome);
+                let detail = match &outcome {
+                    Outcome::Failed { message } => message.clone(),
+                    Outcome::EndpointDisabled => {
+                        "the shutdown endpoint answered 404; only Signal can stop this proxy".into()
+                    }
+                    Outcome::Sent => "sent".into(),
+                };
+                ctx.publish(pod, type_, reason, format!("attempt {number}, {method}: {detail}")).await;
+            }
+            Ok(Requeue::requeue(Duration::from_secs(1)))
         }
+        Action::Done { attempts } => report(ctx, pod, &applied, 0, attempts).await,
+        Action::ProxyFailed { exit_code, attempts } => report(ctx, pod, &applied, exit_code, attempts).await,
         Action::Exhausted { round, retry_at } => {
-            if ctx.first_announcement(&pod, round) {
+            if ctx.first_announcement(pod, round) {
                 ctx.metrics.shutdowns.with_label_values(&["exhausted"]).inc();
                 ctx.publish(
-                    &pod,
+                    pod,
                     EventType::Warning,
                     events::SHUTDOWN_EXHAUSTED,
                     format!(
@@ -248,6 +445,15 @@ pub async fn reconcile(cached: Arc<JobPod>, ctx: Arc<Context>) -> Result<Requeue
             }
             Ok(Requeue::requeue(until(retry_at, now)))
         }
+        Action::GiveUp { reason, attempts } => give_up(ctx, pod, &applied, &reason, attempts).await,
+    }
+}
+
+fn event_for(outcome: &Outcome) -> (EventType, &'static str) {
+    match outcome {
+        Outcome::Sent => (EventType::Normal, events::SHUTDOWN_REQUESTED),
+        Outcome::EndpointDisabled => (EventType::Warning, events::SHUTDOWN_ENDPOINT_DISABLED),
+        Outcome::Failed { .. } => (EventType::Warning, events::SHUTDOWN_CALL_FAILED),
     }
 }
 
@@ -261,16 +467,15 @@ async fn dry_run(
     applied: &Applied,
     method: ShutdownMethod,
     number: u32,
+    last_main_exit: Timestamp,
     now: Timestamp,
 ) {
     if !ctx.first_announcement(pod, 0) {
         return;
     }
     ctx.metrics.shutdown_attempts.with_label_values(&[method.as_str(), "dry_run"]).inc();
+    ctx.metrics.action_latency.observe(seconds_between(last_main_exit, now));
     let proxy = applied.spec.proxy.resolve();
-    if let Some(exit) = last_main_exit(pod, &proxy.container_name) {
-        ctx.metrics.action_latency.observe(seconds_between(exit, now));
-    }
     ctx.publish(
         pod,
         EventType::Normal,
@@ -287,7 +492,7 @@ async fn dry_run(
 async fn attempt(
     ctx: &Context,
     pod: &Pod,
-    applied: &Applied,
+    terms: &Terms<'_>,
     mut log: AttemptLog,
     attempt: Attempt,
 ) -> Result<Requeue, Error> {
@@ -295,43 +500,37 @@ async fn attempt(
     log.0.push(attempt.clone());
     // The resourceVersion makes the write conditional: should another replica (or this one,
     // from a stale cache) have recorded something meanwhile, this write fails and nothing runs.
-    let patch = json!({ "metadata": {
-        "resourceVersion": pod.resource_version(),
-        "annotations": { annotations::SHUTDOWN_ATTEMPTS: log.to_annotation() },
-    }});
-    match pods.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            // The cache is behind; the newer pod is on its way and triggers another look.
-            return Ok(Requeue::requeue(Duration::from_millis(500)));
-        }
-        Err(err) => return Err(err.into()),
+    // A result left from giving up under an older epoch no longer holds.
+    let record = json!({
+        annotations::SHUTDOWN_ATTEMPTS: log.to_annotation(),
+        annotations::SHUTDOWN_RESULT: serde_json::Value::Null,
+    });
+    if !patch_if_unchanged(&pods, pod, record).await? {
+        return Ok(Requeue::requeue(AFTER_CONFLICT));
     }
 
-    let proxy = applied.spec.proxy.resolve();
-    if attempt.number == 1
-        && let Some(exit) = last_main_exit(pod, &proxy.container_name)
-    {
-        ctx.metrics.action_latency.observe(seconds_between(exit, attempt.started));
-    }
-    let timeout = applied.spec.completion.attempt_timeout.as_std();
-    let image = applied
-        .spec
-        .completion
-        .ephemeral_image
-        .clone()
-        .unwrap_or_else(|| ctx.settings.ephemeral_image.clone());
-    let result =
-        methods::call(Call { pods: &pods, pod, proxy: &proxy, attempt: &attempt, image: &image, timeout })
-            .await;
+    let proxy = terms.spec.proxy.resolve();
+    let timeout = terms.attempt_timeout();
+    let image =
+        terms.spec.completion.ephemeral_image.clone().unwrap_or_else(|| ctx.settings.ephemeral_image.clone());
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let result = methods::call(Call {
+        pods: &pods,
+        namespaces: &namespaces,
+        pod,
+        proxy: &proxy,
+        attempt: &attempt,
+        image: &image,
+        timeout,
+    })
+    .await;
     ctx.metrics.shutdown_attempts.with_label_values(&[attempt.method.as_str(), result.label()]).inc();
     tracing::info!(pod = %pod.name_any(), namespace = ?pod.namespace(), method = %attempt.method,
         number = attempt.number, outcome = result.label(), detail = %result.detail, "shutdown attempt");
 
     let (type_, reason) = match &result.outcome {
-        Some(Outcome::Sent) | None => (EventType::Normal, events::SHUTDOWN_REQUESTED),
-        Some(Outcome::EndpointDisabled) => (EventType::Warning, events::SHUTDOWN_ENDPOINT_DISABLED),
-        Some(Outcome::Failed { .. }) => (EventType::Warning, events::SHUTDOWN_CALL_FAILED),
+        Some(outcome) => event_for(outcome),
+        None => (EventType::Normal, events::SHUTDOWN_REQUESTED),
     };
     let next = if result.outcome == Some(Outcome::EndpointDisabled) {
         "; only Signal can stop this proxy"
@@ -361,27 +560,49 @@ async fn attempt(
 
 /// Writes the outcome of attempt `number` into the record, from a fresh read of the pod: the
 /// kubelet has likely updated its status (and resourceVersion) since the attempt was written.
-async fn record_outcome(pods: &Api<Pod>, pod: &Pod, number: u32, outcome: Outcome) -> Result<(), Error> {
+/// `false` when it was not written (someone else moved on, or the pod kept changing).
+async fn record_outcome(pods: &Api<Pod>, pod: &Pod, number: u32, outcome: Outcome) -> Result<bool, Error> {
     for _ in 0..5 {
         let fresh = pods.get(&pod.name_any()).await?;
         let mut log = AttemptLog::from_annotations(fresh.metadata.annotations.as_ref())?;
         match log.0.last_mut() {
             Some(last) if last.number == number => last.outcome = Some(outcome.clone()),
             // Someone else moved on; their record stands.
-            _ => return Ok(()),
+            _ => return Ok(false),
         }
-        let patch = json!({ "metadata": {
-            "resourceVersion": fresh.resource_version(),
-            "annotations": { annotations::SHUTDOWN_ATTEMPTS: log.to_annotation() },
-        }});
-        match pods.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(err) => return Err(err.into()),
+        let record = json!({ annotations::SHUTDOWN_ATTEMPTS: log.to_annotation() });
+        if patch_if_unchanged(pods, &fresh, record).await? {
+            return Ok(true);
         }
     }
     // Left without an outcome, the attempt is given its full timeout: slower, never wrong.
-    Ok(())
+    Ok(false)
+}
+
+/// Writes the pod's result once (conditional, so two replicas cannot both count it), then
+/// counts it. `false`: already written, or lost a race; the caller looks again.
+async fn record_result(ctx: &Context, pod: &Pod, applied: &Applied, ending: Ending) -> Result<bool, Error> {
+    if pod.annotations().contains_key(annotations::SHUTDOWN_RESULT) {
+        return Ok(false);
+    }
+    let value = match ending {
+        Ending::Succeeded => "succeeded",
+        Ending::Failed => "failed",
+        Ending::GaveUp => "gaveUp",
+    };
+    if !patch_if_unchanged(&ctx.pods(pod), pod, json!({ annotations::SHUTDOWN_RESULT: value })).await? {
+        return Ok(false);
+    }
+    let label = match ending {
+        Ending::Succeeded => "succeeded",
+        Ending::Failed => "failed",
+        Ending::GaveUp => "gave_up",
+    };
+    ctx.metrics.shutdowns.with_label_values(&[label]).inc();
+    if let Some(policy) = &applied.policy {
+        ctx.books.pending.add((pod.namespace().unwrap_or_default(), policy.clone()), ending);
+    }
+    Ok(true)
 }
 
 /// Reports, once per pod, how lameduck's attempts ended.
@@ -392,14 +613,14 @@ async fn report(
     exit_code: i32,
     attempts: u32,
 ) -> Result<Requeue, Error> {
-    if pod.annotations().contains_key(annotations::SHUTDOWN_RESULT) {
-        return Ok(Requeue::await_change());
+    let ending = if exit_code == 0 { Ending::Succeeded } else { Ending::Failed };
+    if !record_result(ctx, pod, applied, ending).await? {
+        return Ok(if pod.annotations().contains_key(annotations::SHUTDOWN_RESULT) {
+            Requeue::await_change()
+        } else {
+            Requeue::requeue(AFTER_CONFLICT)
+        });
     }
-    let succeeded = exit_code == 0;
-    let result = if succeeded { "succeeded" } else { "failed" };
-    let patch = json!({ "metadata": { "annotations": { annotations::SHUTDOWN_RESULT: result } } });
-    ctx.pods(pod).patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-
     let proxy = applied.spec.proxy.resolve();
     let proxy_exit = pod
         .status
@@ -408,7 +629,7 @@ async fn report(
         .and_then(|ss| ss.iter().find(|s| s.name == proxy.container_name))
         .and_then(|s| s.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
         .map(|t| t.0);
-    let latency = match (last_main_exit(pod, &proxy.container_name), proxy_exit) {
+    let latency = match (crate::decide::last_main_exit(pod, &proxy.container_name), proxy_exit) {
         (Some(main), Some(proxy)) => {
             let seconds = seconds_between(main, proxy);
             ctx.metrics.shutdown_latency.observe(seconds);
@@ -417,11 +638,7 @@ async fn report(
         }
         _ => String::new(),
     };
-    ctx.metrics.shutdowns.with_label_values(&[result]).inc();
-    if let Some(policy) = &applied.policy {
-        ctx.books.pending.add((pod.namespace().unwrap_or_default(), policy.clone()), succeeded);
-    }
-    let (type_, reason, what) = if succeeded {
+    let (type_, reason, what) = if ending == Ending::Succeeded {
         (EventType::Normal, events::PROXY_STOPPED, "the pod can complete".to_owned())
     } else {
         (EventType::Warning, events::PROXY_FAILED, "the pod fails, and its Job counts a failure".to_owned())
@@ -439,15 +656,51 @@ async fn report(
     Ok(Requeue::await_change())
 }
 
-/// What to do after a failed reconcile.
+/// Stops trying, once per pod and epoch: the result, one event, the counts.
+async fn give_up(
+    ctx: &Context,
+    pod: &Pod,
+    applied: &Applied,
+    reason: &GaveUp,
+    attempts: u32,
+) -> Result<Requeue, Error> {
+    if !record_result(ctx, pod, applied, Ending::GaveUp).await? {
+        return Ok(if pod.annotations().contains_key(annotations::SHUTDOWN_RESULT) {
+            Requeue::await_change()
+        } else {
+            Requeue::requeue(AFTER_CONFLICT)
+        });
+    }
+    let policy = match &applied.policy {
+        Some(name) => format!("ShutdownPolicy {name}'s spec changes"),
+        None => "a ShutdownPolicy selects it".to_owned(),
+    };
+    ctx.publish(
+        pod,
+        EventType::Warning,
+        events::SHUTDOWN_GAVE_UP,
+        format!(
+            "lameduck gave up after {attempts} attempt(s): {reason}; it tries again if the proxy container restarts or {policy}"
+        ),
+    )
+    .await;
+    Ok(Requeue::await_change())
+}
+
+/// What to do after a failed reconcile: look again after a backoff that grows with each
+/// failure of this pod in a row.
 pub fn error_policy(pod: Arc<JobPod>, error: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.reconcile_errors.with_label_values(&[error.reason()]).inc();
-    tracing::warn!(pod = %pod.name_any(), namespace = ?pod.namespace(), %error, "reconcile failed");
-    match error {
+    let uid = pod.metadata.uid.clone().unwrap_or_else(|| pod.name_any());
+    let failures = ctx.books.failures.add(&uid);
+    let delay = match error {
         // Nothing will fix a bad record but a person; look again now and then.
-        Error::AttemptLog(_) => Requeue::requeue(Duration::from_secs(300)),
-        Error::Kube(_) => Requeue::requeue(Duration::from_secs(5)),
-    }
+        Error::AttemptLog(_) => MAX_ERROR_BACKOFF,
+        Error::Kube(_) => error_backoff(failures, seed(&uid, failures)),
+    };
+    tracing::warn!(pod = %pod.name_any(), namespace = ?pod.namespace(), %error, failures,
+        retry_in = ?delay, "reconcile failed");
+    Requeue::requeue(delay)
 }
 
 #[cfg(test)]
@@ -470,13 +723,46 @@ mod tests {
     fn pending_counts_add_up_and_survive_a_failed_write() {
         let pending = PendingCounts::default();
         let key = ("jobs".to_owned(), "policy".to_owned());
-        pending.add(key.clone(), true);
-        pending.add(key.clone(), false);
+        pending.add(key.clone(), Ending::Succeeded);
+        pending.add(key.clone(), Ending::Failed);
+        pending.add(key.clone(), Ending::GaveUp);
         let taken = pending.take(&key);
-        assert_eq!(taken, ShutdownCounts { succeeded: 1, failed: 1 });
+        assert_eq!(taken, ShutdownCounts { succeeded: 1, failed: 1, gave_up: 1 });
         assert_eq!(pending.take(&key), ShutdownCounts::default());
         pending.put_back(key.clone(), taken);
-        pending.add(key.clone(), true);
-        assert_eq!(pending.take(&key), ShutdownCounts { succeeded: 2, failed: 1 });
+        pending.add(key.clone(), Ending::Succeeded);
+        assert_eq!(pending.take(&key), ShutdownCounts { succeeded: 2, failed: 1, gave_up: 1 });
+    }
+
+    #[test]
+    fn error_backoff_doubles_to_five_minutes_with_jitter_that_spreads_pods() {
+        for failures in 1..20 {
+            let full = FIRST_ERROR_BACKOFF.saturating_mul(1 << (failures - 1).min(16)).min(MAX_ERROR_BACKOFF);
+            for uid in ["a", "b", "c"] {
+                let delay = error_backoff(failures, seed(uid, failures));
+                assert!(delay <= full && delay >= full / 2, "{failures}: {delay:?} vs {full:?}");
+            }
+        }
+        assert!(error_backoff(30, u64::MAX) <= MAX_ERROR_BACKOFF);
+        let spread: HashSet<Duration> =
+            (0..50).map(|i| error_backoff(1, seed(&format!("pod-{i}"), 1))).collect();
+        assert!(spread.len() > 25, "jitter spreads pods: {} distinct delays", spread.len());
+        let failures = Failures::default();
+        assert_eq!((failures.add("u"), failures.add("u")), (1, 2));
+        failures.clear("u");
+        assert_eq!(failures.add("u"), 1);
+        failures.retain_pods(&HashSet::new());
+        assert_eq!(failures.add("u"), 1, "a gone pod is forgotten");
+    }
+
+    #[test]
+    fn one_namespace_cannot_take_more_than_its_share_of_calls() {
+        let slots = Slots::new(2);
+        let a1 = slots.try_take("a").unwrap();
+        let _a2 = slots.try_take("a").unwrap();
+        assert!(slots.try_take("a").is_none(), "a's share is used up");
+        let _b1 = slots.try_take("b").expect("b is not starved by a");
+        drop(a1);
+        assert!(slots.try_take("a").is_some(), "a slot comes back when its call ends");
     }
 }

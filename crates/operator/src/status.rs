@@ -5,19 +5,21 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::reflector::Store,
 };
-use lameduck_api::{ShutdownCounts, ShutdownPolicy, ShutdownPolicySpec};
+use lameduck_api::{ShutdownCounts, ShutdownPolicy, names::events, policy::conditions};
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::{
+    events::{EventType, Publisher},
     job_pod::JobPod,
     metrics::Metrics,
-    reconcile::{Bookkeeping, PendingCounts},
-    summary::{Summary, desired_status, same_status, summarize},
+    powers::REFUSAL_REASONS,
+    reconcile::{Bookkeeping, PendingCounts, Settings},
+    summary::{REFUSED, Summary, desired_status, same_status, summarize},
 };
 
 /// The caches of one watch scope (all namespaces, or one).
@@ -34,41 +36,63 @@ impl std::fmt::Debug for Scope {
     }
 }
 
+/// Where the status loop writes and reports.
+#[derive(Clone)]
+pub struct Reporting {
+    pub client: Client,
+    pub publisher: Publisher,
+    pub metrics: Metrics,
+    pub leader: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Reporting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporting").field("publisher", &self.publisher).finish_non_exhaustive()
+    }
+}
+
 /// Runs forever.
-pub async fn run(
-    client: Client,
-    scopes: Vec<Scope>,
-    default: Option<ShutdownPolicySpec>,
-    metrics: Metrics,
-    leader: watch::Receiver<bool>,
-    interval: Duration,
-) {
+pub async fn run(reporting: Reporting, scopes: Vec<Scope>, settings: Settings, interval: Duration) {
+    let Reporting { client, publisher, metrics, leader } = reporting;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let now = Timestamp::now();
         let mut total = Summary::default();
+        let mut refusals: BTreeMap<&str, i64> = BTreeMap::new();
         let is_leader = *leader.borrow();
         for scope in &scopes {
             let policies = scope.policies.state();
             let pods = scope.pods.state();
             let live = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
             scope.books.announced.retain_pods(&live);
-            let summary = summarize(&policies, pods.iter().map(|p| p.to_pod()), default.as_ref(), now);
+            scope.books.failures.retain_pods(&live);
+            let summary = summarize(&policies, pods.iter().map(|p| p.to_pod()), &settings, now);
             total.observed += summary.observed;
             total.stuck += summary.stuck;
+            for refused in summary.policies.values().filter_map(|p| p.refused.as_ref()) {
+                *refusals.entry(refused.reason).or_default() += 1;
+            }
             if is_leader {
-                write_statuses(&client, &policies, &summary.policies, &scope.books.pending, now).await;
+                write_statuses(&client, &publisher, &policies, &summary.policies, &scope.books.pending, now)
+                    .await;
             }
         }
         metrics.pods_observed.set(total.observed);
         metrics.stuck_pods.set(total.stuck);
+        for reason in REFUSAL_REASONS {
+            metrics
+                .policies_refused
+                .with_label_values(&[reason])
+                .set(refusals.get(reason).copied().unwrap_or(0));
+        }
     }
 }
 
 async fn write_statuses(
     client: &Client,
+    publisher: &Publisher,
     policies: &[Arc<ShutdownPolicy>],
     summaries: &BTreeMap<(String, String), crate::summary::PolicySummary>,
     pending: &PendingCounts,
@@ -82,6 +106,7 @@ async fn write_statuses(
         let shutdowns = ShutdownCounts {
             succeeded: current.shutdowns.succeeded + add.succeeded,
             failed: current.shutdowns.failed + add.failed,
+            gave_up: current.shutdowns.gave_up + add.gave_up,
         };
         let desired = desired_status(policy, summary, shutdowns, now);
         if same_status(&current, &desired) && add == ShutdownCounts::default() {
@@ -95,6 +120,27 @@ async fn write_statuses(
         if let Err(err) = api.patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch)).await {
             tracing::debug!(policy = %key.1, namespace = %key.0, error = %err, "status not written; next time");
             pending.put_back(key, add);
+            continue;
+        }
+        // Said once, when the refusal is first written (the status holds it from then on).
+        let refused = |status: &lameduck_api::ShutdownPolicyStatus| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == conditions::READY && c.reason == REFUSED)
+                .map(|c| c.message.clone())
+        };
+        if let (None, Some(message)) = (refused(&current), refused(&desired))
+            && let Err(err) = publisher
+                .publish(
+                    &policy.object_ref(&()),
+                    EventType::Warning,
+                    events::POLICY_REFUSED,
+                    &format!("{message}; lameduck does not act on the pods this policy selects"),
+                )
+                .await
+        {
+            tracing::warn!(policy = %key.1, namespace = %key.0, error = %err, "cannot publish event");
         }
     }
 }

@@ -15,8 +15,11 @@ use lameduck_api::{
 };
 
 use crate::{
+    applied::Applied,
     attempts::AttemptLog,
     decide::{Action, Waiting, decide},
+    powers::{Refusal, refusal},
+    reconcile::Settings,
 };
 
 /// Whether a decision means the pod is stuck: its main containers are done and its proxy runs.
@@ -25,7 +28,9 @@ pub fn is_stuck(action: &Action) -> bool {
         action,
         Action::Attempt { .. }
             | Action::Verify { .. }
+            | Action::RecordOutcome { .. }
             | Action::Exhausted { .. }
+            | Action::GiveUp { .. }
             | Action::Wait { reason: Waiting::Delay, .. }
     )
 }
@@ -39,6 +44,8 @@ pub struct PolicySummary {
     pub conflict: Option<(String, String)>,
     /// Why the selector could not be used.
     pub invalid: Option<String>,
+    /// Why the operator will not act on this policy.
+    pub refused: Option<Refusal>,
 }
 
 /// The pods of one watch scope, summed up.
@@ -60,15 +67,22 @@ fn is_finished(pod: &Pod) -> bool {
     matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
-/// Sums up `pods` under `policies`.
+/// Sums up `pods` under `policies`, as the operator run with `settings` sees them.
 pub fn summarize(
     policies: &[Arc<ShutdownPolicy>],
     pods: impl IntoIterator<Item = Pod>,
-    default: Option<&ShutdownPolicySpec>,
+    settings: &Settings,
     now: Timestamp,
 ) -> Summary {
+    let default: Option<&ShutdownPolicySpec> = settings.default.as_ref();
     let mut summary = Summary {
-        policies: policies.iter().map(|p| (key(p), PolicySummary::default())).collect(),
+        policies: policies
+            .iter()
+            .map(|p| {
+                let refused = refusal(&p.spec, &settings.limits);
+                (key(p), PolicySummary { refused, ..PolicySummary::default() })
+            })
+            .collect(),
         ..Summary::default()
     };
     for pod in pods.into_iter().filter(|pod| !is_finished(pod)) {
@@ -77,15 +91,19 @@ pub fn summarize(
         for (policy, reason) in &selection.invalid {
             summary.policies.entry(key(policy)).or_default().invalid = Some(reason.clone());
         }
-        let spec = match selection.winner {
-            Some(winner) => &winner.spec,
+        let applied = match selection.winner {
+            Some(winner) => Applied {
+                policy: Some(winner.name_any()),
+                generation: winner.metadata.generation.unwrap_or(0),
+                spec: winner.spec.clone(),
+            },
             None => match default {
-                Some(spec) => spec,
+                Some(spec) => Applied { policy: None, generation: 0, spec: spec.clone() },
                 None => continue,
             },
         };
         let log = AttemptLog::from_annotations(pod.metadata.annotations.as_ref()).unwrap_or_default();
-        let action = decide(&pod, spec, &log, now);
+        let action = decide(&pod, &settings.terms(&applied), &log, now);
         if matches!(action, Action::Ignore(_)) {
             continue;
         }
@@ -132,11 +150,14 @@ pub fn desired_status(
     now: Timestamp,
 ) -> ShutdownPolicyStatus {
     let generation = policy.metadata.generation;
-    let ready = match &summary.invalid {
-        Some(reason) => {
+    let ready = match (&summary.invalid, &summary.refused) {
+        (Some(reason), _) => {
             condition(conditions::READY, false, "InvalidSelector", reason.clone(), generation, now)
         }
-        None => condition(
+        (None, Some(refused)) => {
+            condition(conditions::READY, false, REFUSED, refused.message.clone(), generation, now)
+        }
+        (None, None) => condition(
             conditions::READY,
             true,
             "Accepted",
@@ -183,6 +204,9 @@ pub fn desired_status(
         conditions,
     }
 }
+
+/// The reason of a `Ready` condition that is `False` because the operator refuses the policy.
+pub const REFUSED: &str = "Refused";
 
 /// Whether two statuses say the same, ignoring only condition timestamps.
 pub fn same_status(a: &ShutdownPolicyStatus, b: &ShutdownPolicyStatus) -> bool {

@@ -8,16 +8,15 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::{
     DynamicObject,
-    admission::{AdmissionRequest, AdmissionReview},
+    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview},
 };
 use lameduck_api::{ShutdownPolicy, names::webhook as names};
 use rustls::{
@@ -33,6 +32,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     admission::{self, PodLabels, Verdict},
     metrics::Metrics,
+    powers::Power,
+    server::{self, ServerLimits},
 };
 
 /// The API server sends at most 3 MiB objects; a review carries one (two on updates).
@@ -80,12 +81,21 @@ pub fn tls_config(cert: Arc<ServingCert>) -> Result<Arc<ServerConfig>, rustls::E
     Ok(Arc::new(config))
 }
 
-/// What the webhook reads to decide: the policy caches and the pod index.
+/// What the webhook reads to decide: the policy caches, the pod index, and the API server's
+/// answer to whether a user holds a power.
 pub trait Knowledge: Send + Sync + 'static {
     /// Every cached policy.
     fn policies(&self) -> Vec<Arc<ShutdownPolicy>>;
     /// Names and labels of the pods of one namespace.
     fn pods_in(&self, namespace: &str) -> Vec<PodLabels>;
+    /// Whether `user` holds `power` over the pods of `namespace` (a SubjectAccessReview);
+    /// `Err` when that cannot be known.
+    fn may<'a>(
+        &'a self,
+        user: &'a UserInfo,
+        namespace: &'a str,
+        power: Power,
+    ) -> BoxFuture<'a, Result<bool, String>>;
 }
 
 fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -105,7 +115,7 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 }
 
 /// Answers one review body sent to `path`.
-pub fn answer(
+pub async fn answer(
     path: &str,
     body: &[u8],
     knowledge: &dyn Knowledge,
@@ -134,7 +144,12 @@ pub fn answer(
         admission::review_pod(&request, &policies)
     } else {
         let namespace = request.namespace.clone().unwrap_or_default();
-        admission::review_policy(&request, &policies, &knowledge.pods_in(&namespace))
+        let (response, verdict) =
+            admission::review_policy(&request, &policies, &knowledge.pods_in(&namespace));
+        match response.allowed {
+            true => authorize(&request, response, verdict, &namespace, knowledge).await,
+            false => (response, verdict),
+        }
     };
     metrics.webhook_admissions.with_label_values(&[resource, verdict.as_str()]).inc();
     tracing::debug!(resource, verdict = verdict.as_str(), namespace = ?request.namespace, name = %request.name, "admission review");
@@ -142,6 +157,32 @@ pub fn answer(
         Ok(body) => json(StatusCode::OK, body),
         Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write the review: {err}\n")),
     }
+}
+
+/// Refuses a policy whose author lacks a power it asks the operator to use for them.
+async fn authorize(
+    request: &AdmissionRequest<DynamicObject>,
+    response: AdmissionResponse,
+    verdict: Verdict,
+    namespace: &str,
+    knowledge: &dyn Knowledge,
+) -> (AdmissionResponse, Verdict) {
+    let asked = admission::requested_powers(request);
+    // At once: the API server's webhook timeout covers all of them together.
+    let answers = futures::future::join_all(
+        asked.iter().map(|a| knowledge.may(&request.user_info, namespace, a.power)),
+    )
+    .await;
+    let lacking: Vec<_> = asked
+        .into_iter()
+        .zip(answers)
+        .filter(|(_, answer)| *answer != Ok(true))
+        .map(|(asked, answer)| (asked, answer.err()))
+        .collect();
+    if lacking.is_empty() {
+        return (response, verdict);
+    }
+    (admission::refuse_powers(response, &request.user_info, namespace, &lacking), Verdict::Rejected)
 }
 
 async fn handle(
@@ -157,41 +198,49 @@ async fn handle(
         Ok(body) => body.to_bytes(),
         Err(err) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the body: {err}\n"))),
     };
-    // Reviews are CPU work on small objects; no await inside.
-    Ok(answer(&path, &body, knowledge.as_ref(), &metrics))
+    // Reviews are CPU work on small objects; a policy's may also wait on SubjectAccessReviews.
+    Ok(answer(&path, &body, knowledge.as_ref(), &metrics).await)
 }
 
-/// Serves HTTPS on `listener` until the process ends.
+/// Serves HTTPS on `listener` until the process ends, within [`ServerLimits::WEBHOOK`].
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     knowledge: Arc<dyn Knowledge>,
     metrics: Metrics,
 ) {
+    serve_with_limits(listener, tls, knowledge, metrics, ServerLimits::WEBHOOK).await;
+}
+
+/// Serves HTTPS on `listener` until the process ends, within `limits`.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    knowledge: Arc<dyn Knowledge>,
+    metrics: Metrics,
+    limits: ServerLimits,
+) {
     let acceptor = TlsAcceptor::from(tls);
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                tracing::warn!(error = %err, "webhook accept failed");
-                continue;
-            }
-        };
+    server::accept_loop(listener, limits, "webhook", move |stream, peer| {
         let (acceptor, knowledge, metrics) = (acceptor.clone(), knowledge.clone(), metrics.clone());
-        tokio::spawn(async move {
-            let stream = match acceptor.accept(stream).await {
-                Ok(stream) => stream,
-                Err(err) => {
+        async move {
+            // A client that connects and never finishes the handshake would hold its slot forever.
+            let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
                     tracing::debug!(%peer, error = %err, "webhook TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, timeout = ?limits.handshake_timeout, "webhook TLS handshake timed out");
                     return;
                 }
             };
             let service = service_fn(move |request| handle(request, knowledge.clone(), metrics.clone()));
-            if let Err(err) =
-                auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await
-            {
+            if let Err(err) = server::serve_connection(TokioIo::new(stream), service, limits).await {
                 tracing::debug!(%peer, error = %err, "webhook connection ended with an error");
             }
-        });
-    }
+        }
+    })
+    .await;
 }

@@ -1,5 +1,5 @@
 //! Error paths of the reconciler that a real API server will not produce on demand, against
-//! kube's mock service: a lost race on the attempt record, and a failing API.
+//! kube's mock service: lost races on the attempt record and on the result, and a failing API.
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,24 +14,34 @@ use lameduck_operator::{
     events::Publisher,
     job_pod::JobPod,
     metrics::Metrics,
+    powers::Limits,
     reconcile::{Bookkeeping, Context, Error, Settings, error_policy, reconcile},
 };
 use serde_json::json;
 use tokio::sync::watch;
 use tower_test::mock::Handle;
 
-/// A stuck pod: main exited 5s ago, the proxy runs, no attempt yet.
+/// A stuck pod: main exited 5s ago, the proxy (its `/shutdown` on) runs, no attempt yet.
 fn stuck_pod() -> JobPod {
+    pod(json!({"running": {}}), None)
+}
+
+/// The pod with its proxy in `proxy_state` and `annotations`.
+fn pod(proxy_state: serde_json::Value, annotations: Option<serde_json::Value>) -> JobPod {
     let finished = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(5);
     serde_json::from_value(json!({
         "metadata": {
             "name": "report-abc", "namespace": "jobs", "uid": "u-1", "resourceVersion": "41",
             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "report", "uid": "j-1"}],
+            "annotations": annotations.unwrap_or(json!({})),
         },
-        "spec": {"restartPolicy": "Never", "containers": [{"name": "main"}, {"name": "lameduck-proxy"}]},
+        "spec": {"restartPolicy": "Never", "containers": [
+            {"name": "main"},
+            {"name": "lameduck-proxy", "env": [{"name": "LAMEDUCK_PROXY_ENABLE_SHUTDOWN_ENDPOINT", "value": "true"}]},
+        ]},
         "status": {"phase": "Running", "containerStatuses": [
             {"name": "main", "restartCount": 0, "state": {"terminated": {"exitCode": 0, "finishedAt": finished.to_string()}}},
-            {"name": "lameduck-proxy", "restartCount": 0, "state": {"running": {}}},
+            {"name": "lameduck-proxy", "restartCount": 0, "state": proxy_state},
         ]},
     }))
     .unwrap()
@@ -53,7 +63,14 @@ fn context() -> (Arc<Context>, ApiServer, watch::Sender<bool>) {
     .unwrap();
     writer.apply_watcher_event(&watcher::Event::Apply(policy));
     let (leader_tx, leader) = watch::channel(true);
-    let settings = Settings { dry_run: false, default: None, ephemeral_image: "img".into() };
+    let settings = Settings {
+        dry_run: false,
+        default: None,
+        ephemeral_image: "img".into(),
+        limits: Limits { allowed_images: vec!["img".into()], allow_custom_exec_command: false },
+        max_ephemeral_containers: 4,
+        concurrency_per_namespace: 4,
+    };
     let ctx = Context::new(
         client.clone(),
         policies,
@@ -64,6 +81,16 @@ fn context() -> (Arc<Context>, ApiServer, watch::Sender<bool>) {
         Arc::new(Bookkeeping::default()),
     );
     (Arc::new(ctx), handle, leader_tx)
+}
+
+/// The delay of a requeue, read from its `Debug` text (kube keeps the field private).
+fn requeue_seconds(action: &Requeue) -> f64 {
+    let text = format!("{action:?}");
+    let inner = text.split("Some(").nth(1).and_then(|rest| rest.split(')').next()).expect("a requeue delay");
+    match inner.strip_suffix("ms") {
+        Some(ms) => ms.parse::<f64>().unwrap() / 1000.0,
+        None => inner.strip_suffix('s').unwrap().parse().unwrap(),
+    }
 }
 
 fn status(code: u16, reason: &str) -> Response<Body> {
@@ -108,8 +135,45 @@ async fn an_api_failure_is_a_counted_reconcile_error_and_a_retry() {
     let pod = Arc::new(stuck_pod());
     let error = reconcile(pod.clone(), ctx.clone()).await.expect_err("the record could not be written");
     assert!(matches!(error, Error::Kube(_)), "{error}");
-    assert_eq!(error_policy(pod, &error, ctx.clone()), Requeue::requeue(Duration::from_secs(5)));
-    assert_eq!(ctx.metrics.reconcile_errors.with_label_values(&["kube_api"]).get(), 1);
+    // Each failure in a row waits longer: 5s, 10s, 20s... each cut by up to half (jitter).
+    let waits: Vec<Requeue> = (0..4).map(|_| error_policy(pod.clone(), &error, ctx.clone())).collect();
+    for (i, wait) in waits.iter().enumerate() {
+        let full = Duration::from_secs(5 << i);
+        let seconds = requeue_seconds(wait);
+        assert!(
+            (full.as_secs_f64() / 2.0..=full.as_secs_f64()).contains(&seconds),
+            "failure {}: {seconds}s is not within {:?}..={full:?}",
+            i + 1,
+            full / 2
+        );
+    }
+    assert_eq!(ctx.metrics.reconcile_errors.with_label_values(&["kube_api"]).get(), 4);
+    api.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_result_is_written_once_and_conditionally() {
+    let (ctx, mut server, _leader) = context();
+    let attempts = json!({annotations::SHUTDOWN_ATTEMPTS:
+        r#"[{"number":1,"round":1,"method":"PortForward","started":"2026-11-21T08:00:00Z","outcome":{"kind":"sent"}}]"#});
+    let done = pod(json!({"terminated": {"exitCode": 0}}), Some(attempts));
+    let api = tokio::spawn(async move {
+        let (request, respond) = server.next_request().await.expect("the result is written");
+        assert_eq!(request.method(), http::Method::PATCH);
+        let body = http_body_util::BodyExt::collect(request.into_body()).await.unwrap().to_bytes();
+        let patch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        // Conditional: a second replica (or a stale cache) cannot count it again.
+        assert_eq!(patch["metadata"]["resourceVersion"], "41");
+        assert_eq!(patch["metadata"]["annotations"][annotations::SHUTDOWN_RESULT], "succeeded");
+        respond.send_response(status(409, "Conflict"));
+        let next = tokio::time::timeout(Duration::from_millis(300), server.next_request()).await;
+        if let Ok(Some((request, _))) = next {
+            panic!("a lost result write was followed by {} {}", request.method(), request.uri());
+        }
+    });
+    let action = reconcile(Arc::new(done), ctx.clone()).await.expect("a conflict is not an error");
+    assert_eq!(action, Requeue::requeue(Duration::from_millis(500)));
+    assert_eq!(ctx.metrics.shutdowns.with_label_values(&["succeeded"]).get(), 0, "counted only once written");
     api.await.unwrap();
 }
 

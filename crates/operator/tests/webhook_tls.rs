@@ -4,13 +4,16 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::authentication::v1::UserInfo;
 use lameduck_api::ShutdownPolicy;
 use lameduck_operator::{
     admission::PodLabels,
     certs::{self, Bundle, CertSettings, Plan, Reason},
     metrics::Metrics,
+    powers::Power,
     webhook::{self, Knowledge, ServingCert},
 };
 use rustls::{
@@ -23,12 +26,30 @@ use tokio_rustls::TlsConnector;
 
 struct Fixed(Vec<Arc<ShutdownPolicy>>);
 
+/// Who holds which power, as the API server's SubjectAccessReviews would say: `alice` may exec
+/// in `shop`; nobody may add ephemeral containers; `mallory`'s reviews fail.
+fn holds(user: &UserInfo, namespace: &str, power: Power) -> Result<bool, String> {
+    match user.username.as_deref() {
+        Some("mallory") => Err("simulated API failure".into()),
+        Some("alice") => Ok(namespace == "shop" && power == Power::Exec),
+        _ => Ok(false),
+    }
+}
+
 impl Knowledge for Fixed {
     fn policies(&self) -> Vec<Arc<ShutdownPolicy>> {
         self.0.clone()
     }
     fn pods_in(&self, _namespace: &str) -> Vec<PodLabels> {
         vec![PodLabels { name: "web-1".into(), labels: [("app".to_owned(), "web".to_owned())].into() }]
+    }
+    fn may<'a>(
+        &'a self,
+        user: &'a UserInfo,
+        namespace: &'a str,
+        power: Power,
+    ) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move { holds(user, namespace, power) })
     }
 }
 
@@ -203,6 +224,60 @@ async fn refuses_malformed_policies_over_tls() {
     assert_eq!(answer["response"]["allowed"], false);
     let message = answer["response"]["status"]["message"].as_str().unwrap();
     assert!(message.starts_with("spec.drain.shutdownGracePeriod:"), "{message}");
+}
+
+/// A ShutdownPolicy review of `spec` by `user`.
+fn policy_review(user: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "44444444-4444-4444-8444-444444444444",
+            "kind": {"group": "lameduck.io", "version": "v1alpha1", "kind": "ShutdownPolicy"},
+            "resource": {"group": "lameduck.io", "version": "v1alpha1", "resource": "shutdownpolicies"},
+            "namespace": "shop", "operation": "CREATE", "userInfo": {"username": user, "groups": ["devs"]},
+            "object": {"apiVersion": "lameduck.io/v1alpha1", "kind": "ShutdownPolicy",
+                       "metadata": {"name": "p", "namespace": "shop"}, "spec": spec},
+        },
+    })
+}
+
+#[tokio::test]
+async fn a_policy_needs_its_author_to_hold_the_powers_it_asks_for() {
+    let bundle = certs::issue(&Plan::All(Reason::Missing), None, &settings(), now()).unwrap();
+    let (addr, _serving, metrics) = start(&bundle).await;
+    let ca = String::from_utf8(bundle.ca_bundle()).unwrap();
+    let verdict = |review: Value| {
+        let ca = ca.clone();
+        async move {
+            let (status, answer) =
+                post(addr, &ca, "/validate-shutdownpolicies", &review, false).await.unwrap();
+            assert_eq!(status, 200);
+            let message = answer["response"]["status"]["message"].as_str().unwrap_or_default().to_owned();
+            (answer["response"]["allowed"] == true, message)
+        }
+    };
+    let exec = json!({"proxy": {"execCommand": ["sh", "-c", "env"]}, "completion": {"methods": ["Exec"]}});
+    let image = json!({"completion": {"ephemeralImage": "evil/debug:1", "methods": ["Signal"]}});
+
+    // Nothing special asked: anyone may.
+    assert_eq!(verdict(policy_review("bob", json!({}))).await, (true, String::new()));
+    // alice holds pods/exec in shop, so her custom command lends her nothing she lacks.
+    assert!(verdict(policy_review("alice", exec.clone())).await.0);
+    // bob does not: refused, naming the field and the permission.
+    let (allowed, message) = verdict(policy_review("bob", exec)).await;
+    assert!(!allowed);
+    assert!(message.contains("spec.proxy.execCommand") && message.contains("create pods/exec"), "{message}");
+    let (allowed, message) = verdict(policy_review("alice", image.clone())).await;
+    assert!(!allowed);
+    assert!(
+        message.contains("spec.completion.ephemeralImage")
+            && message.contains("patch pods/ephemeralcontainers"),
+        "{message}"
+    );
+    // When the API server cannot say, the policy is refused, and the reason given.
+    let (allowed, message) = verdict(policy_review("mallory", image)).await;
+    assert!(!allowed && message.contains("could not check"), "{message}");
+    assert_eq!(metrics.webhook_admissions.with_label_values(&["shutdownpolicies", "rejected"]).get(), 3);
 }
 
 #[tokio::test]

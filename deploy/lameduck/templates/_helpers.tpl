@@ -36,15 +36,37 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
 {{- end -}}
 
+{{/* The rules of one files/rbac file (`file`) as a YAML list, with every rule that carries
+`resourceNames` (the operator's default names there) narrowed to `name` instead: the release's
+Lease or Secret. Call with (dict "root" $ "file" "files/rbac/..." "name" "..."). */}}
+{{- define "lameduck.namedRules" -}}
+{{- $name := .name -}}
+{{- range (.root.Files.Get .file | fromYamlArray) }}
+- apiGroups: {{ toJson .apiGroups }}
+  resources: {{ toJson .resources }}
+  verbs: {{ toJson .verbs }}
+  {{- if hasKey . "resourceNames" }}
+  resourceNames: [{{ $name | quote }}]
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Namespaces the operator never acts in: operator.excludeNamespaces and always the release's
+own, without duplicates, comma-separated. */}}
+{{- define "lameduck.excludeNamespaces" -}}
+{{- concat (default list .Values.operator.excludeNamespaces) (list .Release.Namespace) | uniq | join "," -}}
+{{- end -}}
+
 {{- define "lameduck.webhookService" -}}{{ include "lameduck.fullname" . }}-webhook{{- end -}}
 {{- define "lameduck.webhookSecret" -}}{{ include "lameduck.fullname" . }}-webhook-tls{{- end -}}
 
 {{/* Namespaces whose pods never go to the webhook: the operator's own (it must start without
-itself) and kube-system. */}}
+itself), kube-system, and operator.excludeNamespaces; ANDed with the user's selector. */}}
 {{- define "lameduck.webhookNamespaceSelector" -}}
 {{- $selector := deepCopy .Values.webhook.namespaceSelector -}}
 {{- $expressions := default list $selector.matchExpressions -}}
-{{- $expressions = append $expressions (dict "key" "kubernetes.io/metadata.name" "operator" "NotIn" "values" (list .Release.Namespace "kube-system")) -}}
+{{- $excluded := concat (list .Release.Namespace "kube-system") (default list .Values.operator.excludeNamespaces) | uniq -}}
+{{- $expressions = append $expressions (dict "key" "kubernetes.io/metadata.name" "operator" "NotIn" "values" $excluded) -}}
 {{- if eq .Values.rbac.scope "namespaces" -}}
 {{- $expressions = append $expressions (dict "key" "kubernetes.io/metadata.name" "operator" "In" "values" .Values.watchNamespaces) -}}
 {{- end -}}

@@ -1,6 +1,8 @@
 //! Runs `lameduck-operator` for one test: a process on this machine, watching only the test's
 //! namespace, authenticated as a ServiceAccount bound to a Role made from the chart's RBAC
-//! rules (`deploy/lameduck/files/rbac/`), so a missing permission fails the test.
+//! rules (`deploy/lameduck/files/rbac/`), so a missing permission fails the test. The one
+//! cluster-scoped rule of a cluster-wide install it needs, reading namespaces (their Pod Security
+//! level), is bound with a ClusterRole as the chart does.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -12,7 +14,7 @@ use std::{
 use k8s_openapi::api::{
     authentication::v1::TokenRequest,
     core::v1::ServiceAccount,
-    rbac::v1::{PolicyRule, Role, RoleBinding},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
 use kube::{
     Api,
@@ -26,6 +28,8 @@ use crate::{TestNamespace, logs_dir};
 
 /// The service account the operator runs as in a test namespace.
 pub const ACCOUNT: &str = "lameduck-operator";
+/// The ClusterRole that lets it read namespaces, shared by every test.
+const NAMESPACES_ROLE: &str = "lameduck-e2e-namespaces";
 
 /// The operator binary: `$LAMEDUCK_OPERATOR_BIN`, else the workspace's release build.
 fn binary() -> PathBuf {
@@ -74,6 +78,21 @@ async fn kubeconfig_for(ns: &TestNamespace) -> PathBuf {
     }
     let accounts: Api<ServiceAccount> = ns.api();
     if accounts.get_opt(ACCOUNT).await.expect("read service account").is_none() {
+        let roles: Api<ClusterRole> = Api::all(ns.client.clone());
+        let role = NAMESPACES_ROLE;
+        if roles.get_opt(role).await.expect("read cluster role").is_none() {
+            let object = json!({"metadata": {"name": role}, "rules": rules_from("namespaces.yaml")});
+            // Another test may create it at the same moment.
+            let _ = roles.create(&PostParams::default(), &serde_json::from_value(object).unwrap()).await;
+        }
+        let bindings: Api<ClusterRoleBinding> = Api::all(ns.client.clone());
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("{}-{role}", ns.name)},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": ns.name}],
+        }))
+        .unwrap();
+        bindings.create(&PostParams::default(), &binding).await.expect("bind the namespaces rule");
         let _: ServiceAccount = ns.create(json!({"metadata": {"name": ACCOUNT}})).await;
         let _: Role = ns.create(json!({"metadata": {"name": ACCOUNT}, "rules": rules()})).await;
         let _: RoleBinding = ns

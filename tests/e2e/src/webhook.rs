@@ -1,7 +1,7 @@
 //! Wires the operator's admission webhook into the local cluster for one test: webhook
 //! configurations limited to the test's namespace that point the API server at the operator's
 //! port on this machine, and a ClusterRole (from the chart's rules) that lets the operator patch
-//! their `caBundle`. Cluster-scoped, so [`Webhook::remove`] deletes them at the end.
+//! their `caBundle` and create SubjectAccessReviews. Cluster-scoped, so [`Webhook::remove`] deletes them at the end.
 
 use std::{net::TcpListener, time::Duration};
 
@@ -98,6 +98,8 @@ impl Webhook {
         for rule in &mut rules {
             rule.resource_names = Some(vec![name.clone()]);
         }
+        // The validating webhook asks the API server about each policy's author.
+        rules.extend(rules_from("subject-access-reviews.yaml"));
         let _: ClusterRole = create(&client, json!({"metadata": {"name": name}, "rules": rules})).await;
         let _: ClusterRoleBinding = create(
             &client,

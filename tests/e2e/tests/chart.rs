@@ -76,6 +76,62 @@ fn operator_args(objects: &[Value]) -> Vec<String> {
     strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"])
 }
 
+/// The value of the rendered `--<flag>=VALUE` argument, if there is one (the chart passes each once).
+fn flag(args: &[String], name: &str) -> Option<String> {
+    let prefix = format!("--{name}=");
+    let mut found = args.iter().filter_map(|a| a.strip_prefix(&prefix));
+    let value = found.next().map(str::to_owned);
+    assert!(found.next().is_none(), "--{name} passed twice: {args:?}");
+    value
+}
+
+/// The operator parses and validates the rendered flags, as its pod would.
+fn operator_accepts(args: &[String]) {
+    let cli =
+        Cli::try_parse_from(std::iter::once("lameduck-operator".to_owned()).chain(args.iter().cloned()))
+            .unwrap_or_else(|e| panic!("the chart passes flags the operator refuses: {e}\n{args:?}"));
+    if let Err(e) = cli.validate(Some("ld-lameduck-0".into()), Some("lameduck".into())) {
+        panic!("the operator refuses the chart's flags: {e:?}\n{args:?}");
+    }
+}
+
+/// The rules of a role that grant `verb` on `resource`.
+fn rules_granting<'a>(role: &'a Value, resource: &str, verb: &str) -> Vec<&'a Value> {
+    role["rules"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            strings(&r["resources"]).iter().any(|x| x == resource)
+                && strings(&r["verbs"]).iter().any(|x| x == verb)
+        })
+        .collect()
+}
+
+/// Every role (Role or ClusterRole) of the release granting `verb` on `resource`, as `Kind/name`.
+fn roles_granting(objects: &[Value], resource: &str, verb: &str) -> Vec<String> {
+    objects
+        .iter()
+        .filter(|o| matches!(o["kind"].as_str(), Some("Role" | "ClusterRole")))
+        .filter(|o| !rules_granting(o, resource, verb).is_empty())
+        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()))
+        .collect()
+}
+
+/// The ServiceAccounts a ClusterRoleBinding of `name` binds to the ClusterRole of the same name.
+fn bound_accounts(objects: &[Value], name: &str) -> Vec<String> {
+    let binding =
+        find(objects, "ClusterRoleBinding", name).unwrap_or_else(|| panic!("no ClusterRoleBinding {name}"));
+    assert_eq!(binding["roleRef"]["kind"].as_str(), Some("ClusterRole"));
+    assert_eq!(binding["roleRef"]["name"].as_str(), Some(name));
+    binding["subjects"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|s| format!("{}/{}", s["namespace"].as_str().unwrap_or(""), s["name"].as_str().unwrap_or("")))
+        .collect()
+}
+
 #[test]
 fn defaults_render_an_ha_operator_with_its_webhook_and_cluster_wide_rbac() {
     let objects = render(&[], &[]);
@@ -222,6 +278,211 @@ fn webhook_off_renders_no_webhook_objects_and_monitoring_crds_turn_on_their_obje
 }
 
 #[test]
+fn lease_and_secret_rules_name_the_release_objects_and_only_create_is_unnamed() {
+    for (sets, lease, secret) in [
+        (vec![], "ld-lameduck", "ld-lameduck-webhook-tls"),
+        (vec!["fullnameOverride=ducks"], "ducks", "ducks-webhook-tls"),
+    ] {
+        let objects = render(&sets, &[]);
+        let own = objects
+            .iter()
+            .find(|o| {
+                o["kind"].as_str() == Some("Role")
+                    && o["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-self"))
+            })
+            .expect("the release namespace's Role");
+        for (resource, name, verbs) in
+            [("leases", lease, ["get", "patch"]), ("secrets", secret, ["get", "update"])]
+        {
+            let create = rules_granting(own, resource, "create");
+            assert_eq!(create.len(), 1, "{sets:?}: {resource}/create: {create:?}");
+            assert!(
+                create[0]["resourceNames"].is_null(),
+                "{sets:?}: RBAC cannot narrow create by name: {create:?}"
+            );
+            assert_eq!(strings(&create[0]["verbs"]), ["create"], "{sets:?}: create is a rule of its own");
+            for verb in verbs {
+                let rules = rules_granting(own, resource, verb);
+                assert!(!rules.is_empty(), "{sets:?}: no {resource}/{verb}");
+                for rule in rules {
+                    assert_eq!(
+                        strings(&rule["resourceNames"]),
+                        [name],
+                        "{sets:?}: {resource}/{verb}: {rule:?}"
+                    );
+                }
+            }
+        }
+        // The chart's names are the ones it passes the operator.
+        let deployment = objects.iter().find(|o| o["kind"].as_str() == Some("Deployment")).unwrap();
+        let args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
+        assert_eq!(flag(&args, "lease-name").as_deref(), Some(lease));
+        assert_eq!(flag(&args, "webhook-secret").as_deref(), Some(secret));
+        // No other role grants Secrets or Leases.
+        assert_eq!(roles_granting(&objects, "secrets", "get").len(), 1);
+        assert_eq!(roles_granting(&objects, "leases", "get").len(), 1);
+    }
+
+    // The files themselves (the e2e tests build their Role from them, running the operator with
+    // its default names) name the operator's defaults.
+    let defaults = Cli::try_parse_from(["lameduck-operator"]).expect("the operator's defaults");
+    let named = |file: &str| -> Vec<String> {
+        lameduck_e2e::operator::rules_from(file)
+            .into_iter()
+            .filter_map(|r| r.resource_names)
+            .flatten()
+            .collect()
+    };
+    assert_eq!(named("leader-election.yaml"), [defaults.lease_name]);
+    assert_eq!(named("webhook-secret.yaml"), [defaults.webhook_secret]);
+    let e2e = lameduck_e2e::operator::rules();
+    assert!(
+        e2e.iter().any(|r| r.resources.as_deref() == Some(&["leases".to_owned()][..])
+            && r.verbs == ["create"]
+            && r.resource_names.is_none()),
+        "{e2e:?}"
+    );
+}
+
+#[test]
+fn subject_access_reviews_are_granted_only_with_the_webhook() {
+    let objects = render(&[], &[]);
+    let role =
+        find(&objects, "ClusterRole", "ld-lameduck-subjectaccessreviews").expect("the SAR ClusterRole");
+    let rules = rules_granting(role, "subjectaccessreviews", "create");
+    assert_eq!(rules.len(), 1, "{role:?}");
+    assert_eq!(strings(&rules[0]["apiGroups"]), ["authorization.k8s.io"]);
+    assert_eq!(grants(role), BTreeSet::from(["subjectaccessreviews/create".to_owned()]));
+    assert_eq!(bound_accounts(&objects, "ld-lameduck-subjectaccessreviews"), ["lameduck/ld-lameduck"]);
+
+    for sets in [
+        vec!["webhook.enabled=false"],
+        vec!["webhook.enabled=false", "rbac.scope=namespaces", "watchNamespaces={a}"],
+    ] {
+        let objects = render(&sets, &[]);
+        assert!(find(&objects, "ClusterRole", "ld-lameduck-subjectaccessreviews").is_none(), "{sets:?}");
+        assert!(
+            find(&objects, "ClusterRoleBinding", "ld-lameduck-subjectaccessreviews").is_none(),
+            "{sets:?}"
+        );
+        assert!(roles_granting(&objects, "subjectaccessreviews", "create").is_empty(), "{sets:?}");
+    }
+    // A namespaced install with the webhook still gets it: it is the webhook's, not the watch's.
+    let objects = render(&["rbac.scope=namespaces", "watchNamespaces={a}"], &[]);
+    assert!(find(&objects, "ClusterRole", "ld-lameduck-subjectaccessreviews").is_some());
+}
+
+#[test]
+fn namespaces_are_readable_only_cluster_wide() {
+    let objects = render(&[], &[]);
+    let role = find(&objects, "ClusterRole", "ld-lameduck-namespaces").expect("the namespaces ClusterRole");
+    assert_eq!(grants(role), BTreeSet::from(["namespaces/get".to_owned()]));
+    assert_eq!(strings(&role["rules"][0]["apiGroups"]), [""]);
+    assert_eq!(bound_accounts(&objects, "ld-lameduck-namespaces"), ["lameduck/ld-lameduck"]);
+    assert_eq!(roles_granting(&objects, "namespaces", "get"), ["ClusterRole/ld-lameduck-namespaces"]);
+
+    for sets in [
+        vec!["rbac.scope=namespaces", "watchNamespaces={jobs,web}"],
+        // Only the Signal method needs it.
+        vec!["rbac.methods.ephemeralContainers=false"],
+    ] {
+        let objects = render(&sets, &[]);
+        assert!(find(&objects, "ClusterRole", "ld-lameduck-namespaces").is_none(), "{sets:?}");
+        assert!(find(&objects, "ClusterRoleBinding", "ld-lameduck-namespaces").is_none(), "{sets:?}");
+        assert!(roles_granting(&objects, "namespaces", "get").is_empty(), "{sets:?}");
+    }
+}
+
+#[test]
+fn the_operator_and_its_webhook_leave_kube_system_and_the_release_namespace_alone() {
+    let not_in = |objects: &[Value]| -> Vec<String> {
+        let mutating = find(objects, "MutatingWebhookConfiguration", "ld-lameduck").unwrap();
+        let expressions =
+            mutating["webhooks"][0]["namespaceSelector"]["matchExpressions"].as_sequence().unwrap();
+        let excluded: Vec<_> = expressions
+            .iter()
+            .filter(|e| {
+                e["key"].as_str() == Some("kubernetes.io/metadata.name")
+                    && e["operator"].as_str() == Some("NotIn")
+            })
+            .collect();
+        assert_eq!(excluded.len(), 1, "{expressions:?}");
+        strings(&excluded[0]["values"])
+    };
+
+    let objects = render(&[], &[]);
+    let args = operator_args(&objects);
+    assert_eq!(flag(&args, "exclude-namespace").as_deref(), Some("kube-system,lameduck"), "{args:?}");
+    assert_eq!(not_in(&objects), ["lameduck", "kube-system"]);
+
+    // The release namespace is always added, once; the user's list also keeps the webhook away.
+    let objects = render(&["operator.excludeNamespaces={lameduck,tenant-x}"], &[]);
+    let args = operator_args(&objects);
+    assert_eq!(flag(&args, "exclude-namespace").as_deref(), Some("lameduck,tenant-x"), "{args:?}");
+    assert_eq!(not_in(&objects), ["lameduck", "kube-system", "tenant-x"]);
+    operator_accepts(&args);
+
+    // An empty list still excludes the release namespace (and the webhook still skips kube-system).
+    let objects = render(&[], &["--set-json", "operator.excludeNamespaces=[]"]);
+    let args = operator_args(&objects);
+    assert_eq!(flag(&args, "exclude-namespace").as_deref(), Some("lameduck"), "{args:?}");
+    assert_eq!(not_in(&objects), ["lameduck", "kube-system"]);
+
+    // The user's selector is kept and the exclusion ANDed to it.
+    let objects = render(
+        &[],
+        &[
+            "--set-json",
+            r#"webhook.namespaceSelector={"matchLabels":{"mesh":"on"},"matchExpressions":[{"key":"tier","operator":"In","values":["batch"]}]}"#,
+        ],
+    );
+    let mutating = find(&objects, "MutatingWebhookConfiguration", "ld-lameduck").unwrap();
+    let selector = &mutating["webhooks"][0]["namespaceSelector"];
+    assert_eq!(selector["matchLabels"]["mesh"].as_str(), Some("on"));
+    assert_eq!(selector["matchExpressions"][0]["key"].as_str(), Some("tier"));
+    assert_eq!(not_in(&objects), ["lameduck", "kube-system"]);
+}
+
+#[test]
+fn the_grace_period_outlasts_the_operators_shutdown_and_new_values_reach_its_flags() {
+    let objects = render(&[], &[]);
+    let deployment = find(&objects, "Deployment", "ld-lameduck").unwrap();
+    assert_eq!(deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_i64(), Some(90));
+    let args = operator_args(&objects);
+    // Defaults: only the operator's own image, no custom exec commands, the binary's per-namespace
+    // share of --concurrency.
+    assert_eq!(flag(&args, "allowed-ephemeral-image"), None, "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--allow-custom-exec-command")), "{args:?}");
+    assert_eq!(flag(&args, "max-ephemeral-containers").as_deref(), Some("4"));
+    assert_eq!(flag(&args, "concurrency-per-namespace"), None, "{args:?}");
+
+    let objects = render(
+        &[
+            "terminationGracePeriodSeconds=120",
+            "operator.allowedEphemeralImages={registry.example/tools:1.2,ghcr.io/acme/sig:3}",
+            "operator.allowCustomExecCommand=true",
+            "operator.maxEphemeralContainers=2",
+            "operator.concurrency=32",
+            "operator.concurrencyPerNamespace=3",
+        ],
+        &[],
+    );
+    let deployment = find(&objects, "Deployment", "ld-lameduck").unwrap();
+    assert_eq!(deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_i64(), Some(120));
+    let args = operator_args(&objects);
+    assert_eq!(
+        flag(&args, "allowed-ephemeral-image").as_deref(),
+        Some("registry.example/tools:1.2,ghcr.io/acme/sig:3"),
+        "{args:?}"
+    );
+    assert_eq!(args.iter().filter(|a| *a == "--allow-custom-exec-command").count(), 1, "{args:?}");
+    assert_eq!(flag(&args, "max-ephemeral-containers").as_deref(), Some("2"));
+    assert_eq!(flag(&args, "concurrency").as_deref(), Some("32"));
+    assert_eq!(flag(&args, "concurrency-per-namespace").as_deref(), Some("3"));
+    operator_accepts(&args);
+}
+
+#[test]
 fn bad_values_are_refused_naming_the_value() {
     let chart = chart();
     let chart = chart.to_str().unwrap();
@@ -231,6 +492,13 @@ fn bad_values_are_refused_naming_the_value() {
         ("webhook.failurePolicy=Sometimes", "failurePolicy"),
         ("operator.statusInterval=soon", "statusInterval"),
         ("unknownValue=1", "unknownValue"),
+        ("terminationGracePeriodSeconds=60", "terminationGracePeriodSeconds"),
+        ("operator.maxEphemeralContainers=0", "maxEphemeralContainers"),
+        ("operator.concurrencyPerNamespace=-1", "concurrencyPerNamespace"),
+        ("operator.excludeNamespaces={Kube_System}", "excludeNamespaces"),
+        ("operator.allowCustomExecCommand=maybe", "allowCustomExecCommand"),
+        ("operator.maxEphemeralContainers=65", "maxEphemeralContainers"),
+        ("operator.concurrencyPerNamespace=17", "concurrencyPerNamespace"),
     ] {
         let (ok, _, stderr) = helm(&["template", "ld", chart, "--kube-version", "1.34.0", "--set", set]);
         assert!(!ok, "{set} was accepted");
@@ -239,6 +507,23 @@ fn bad_values_are_refused_naming_the_value() {
     let (ok, _, stderr) =
         helm(&["template", "ld", chart, "--kube-version", "1.34.0", "--set", "rbac.scope=namespaces"]);
     assert!(!ok && stderr.contains("watchNamespaces"), "{stderr}");
+    // The operator refuses to watch a namespace it excludes: the chart says so before it starts.
+    for watched in ["lameduck", "kube-system"] {
+        let (ok, _, stderr) = helm(&[
+            "template",
+            "ld",
+            chart,
+            "-n",
+            "lameduck",
+            "--kube-version",
+            "1.34.0",
+            "--set",
+            "rbac.scope=namespaces",
+            "--set",
+            &format!("watchNamespaces={{jobs,{watched}}}"),
+        ]);
+        assert!(!ok && stderr.contains("watchNamespaces") && stderr.contains(watched), "{watched}: {stderr}");
+    }
 }
 
 #[test]

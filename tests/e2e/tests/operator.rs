@@ -12,7 +12,7 @@ use k8s_openapi::api::{
 use kube::{Api, ResourceExt, api::ListParams};
 use lameduck_api::{
     ShutdownMethod, ShutdownPolicy,
-    names::{annotations, containers, events},
+    names::{annotations, containers, events, images},
 };
 use lameduck_e2e::{
     TestNamespace, container_status, exit_code, is_running,
@@ -155,14 +155,147 @@ async fn disabled_shutdown_endpoint_goes_straight_to_signal() {
     let pod = completes(&ns, "report").await;
 
     let log = attempts(&pod);
-    // Exec ran `lameduck-proxy shutdown`, which exits 3 on a 404; PortForward and
-    // EphemeralContainer would meet the same 404, so they are skipped.
-    assert_eq!(methods(&log), [ShutdownMethod::Exec, ShutdownMethod::Signal], "{log:?}");
-    assert_eq!(log.0[0].outcome, Some(Outcome::EndpointDisabled));
+    // The pod shows the endpoint is off (no --enable-shutdown-endpoint): Exec, PortForward and
+    // EphemeralContainer would all meet a 404, so only Signal is tried.
+    assert_eq!(methods(&log), [ShutdownMethod::Signal], "{log:?}");
     let events = operator_events(&ns, &pod.name_any()).await;
-    assert!(reasons(&events).contains(&events::SHUTDOWN_ENDPOINT_DISABLED), "{events:?}");
     assert!(reasons(&events).contains(&events::PROXY_STOPPED), "{events:?}");
-    assert_eq!(exit_code(&pod, "lameduck-shutdown-2"), Some(0), "the signal was delivered");
+    assert_eq!(exit_code(&pod, "lameduck-shutdown-1"), Some(0), "the signal was delivered");
+    ns.finish().await;
+}
+
+/// Seconds from the main container's exit to the proxy's (container times have 1s resolution).
+fn main_to_proxy_exit(pod: &Pod, proxy: &str) -> i64 {
+    let finished = |name: &str| {
+        container_status(pod, name)
+            .and_then(|s| s.state.as_ref()?.terminated.as_ref()?.finished_at.clone())
+            .unwrap_or_else(|| panic!("{name} has not finished"))
+            .0
+    };
+    finished(proxy).as_second() - finished("main").as_second()
+}
+
+#[tokio::test]
+async fn linkerd_defaults_finish_in_seconds() {
+    let ns = TestNamespace::new("op-linkerd").await;
+    // Linkerd's profile with every default: all four methods, attemptTimeout 30s.
+    ns.create::<ShutdownPolicy>(json!({
+        "apiVersion": "lameduck.io/v1alpha1",
+        "kind": "ShutdownPolicy",
+        "metadata": {"name": "jobs"},
+        "spec": {"proxy": {"profile": "Linkerd"}},
+    }))
+    .await;
+    let _operator = Operator::start(&ns, "solo", &[]).await;
+    // As Linkerd's injector leaves it by default: /shutdown off, the proxy's uid (2102) from its
+    // image, `linkerd-await` and `sleep` in the image. Exec would "succeed" (linkerd-await ignores
+    // the 404) and the Job would wait out attemptTimeout.
+    let proxy = json!({
+        "name": containers::LINKERD_PROXY,
+        "image": images::LINKERD_SHAPED,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["--inbound-target", "127.0.0.1:8080"],
+    });
+    let _: Job = ns.create(job("report", 2, json!({"containers": [proxy]}))).await;
+    let jobs: Api<Job> = ns.api();
+    ns.wait_for(&jobs, "report", "the Job to complete", 2 * MINUTE, |j: Option<&Job>| job_complete(j)).await;
+    let pod = job_pod(&ns, "report").await;
+    let pod = ns.api::<Pod>().get(&pod.name_any()).await.unwrap();
+    assert_eq!(phase(&pod), "Succeeded");
+    assert_eq!(exit_code(&pod, containers::LINKERD_PROXY), Some(0), "the proxy exits 0");
+    let log = attempts(&pod);
+    assert_eq!(methods(&log), [ShutdownMethod::Signal], "{log:?}");
+    let seconds = main_to_proxy_exit(&pod, containers::LINKERD_PROXY);
+    eprintln!("linkerd defaults: main exit to proxy exit {seconds}s");
+    assert!(seconds <= 3, "main exit to proxy exit took {seconds}s, more than 3s");
+    ns.finish().await;
+}
+
+#[tokio::test]
+async fn a_proxy_that_cannot_be_stopped_gets_max_rounds_then_one_gave_up_event() {
+    let ns = TestNamespace::new("op-giveup").await;
+    // A custom exec command that always fails, two rounds: then lameduck stops calling.
+    ns.create::<ShutdownPolicy>(json!({
+        "apiVersion": "lameduck.io/v1alpha1",
+        "kind": "ShutdownPolicy",
+        "metadata": {"name": "jobs"},
+        "spec": {
+            "proxy": {"profile": "Lameduck", "execCommand": ["lameduck-proxy", "no-such-subcommand"]},
+            "completion": {"methods": ["Exec"], "maxRounds": 2},
+        },
+    }))
+    .await;
+    let operator = Operator::start(&ns, "solo", &["--allow-custom-exec-command"]).await;
+    let _: Job = ns.create(meshed_job("report", ENABLED)).await;
+    let pod = job_pod(&ns, "report").await;
+    let pods: Api<Pod> = ns.api();
+    // Round 2 follows a 10s backoff.
+    ns.wait_for(&pods, &pod.name_any(), "the gaveUp result", MINUTE, |p: Option<&Pod>| {
+        p.and_then(|p| p.annotations().get(annotations::SHUTDOWN_RESULT).cloned()).as_deref()
+            == Some("gaveUp")
+    })
+    .await;
+    // And nothing more: no further attempt while the proxy keeps running.
+    ns.holds_for(&pods, &pod.name_any(), "no further attempt", Duration::from_secs(20), |p: &Pod| {
+        attempts(p).0.len() == 2 && is_running(p, containers::LAMEDUCK_PROXY)
+    })
+    .await;
+    let events = operator_events(&ns, &pod.name_any()).await;
+    let gave_up: Vec<_> = events.iter().filter(|e| e.0 == events::SHUTDOWN_GAVE_UP).collect();
+    assert_eq!(gave_up.len(), 1, "one terminal event: {events:?}");
+    assert!(gave_up[0].1.contains("maxRounds"), "{}", gave_up[0].1);
+    assert_eq!(operator.metric("lameduck_shutdowns_total{outcome=\"gave_up\"}").await, Some(1.0));
+    let policies: Api<ShutdownPolicy> = ns.api();
+    ns.wait_for(&policies, "jobs", "status.shutdowns.gaveUp = 1", MINUTE, |p: Option<&ShutdownPolicy>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.shutdowns.gave_up == 1 && s.stuck_pods == 1)
+    })
+    .await;
+    ns.finish().await;
+}
+
+#[tokio::test]
+async fn a_policy_asking_for_a_foreign_image_is_refused_and_grants_nothing() {
+    let ns = TestNamespace::new("op-refused").await;
+    // As if admitted while the webhook was down: the operator's own allowlist still holds.
+    ns.create::<ShutdownPolicy>(json!({
+        "apiVersion": "lameduck.io/v1alpha1",
+        "kind": "ShutdownPolicy",
+        "metadata": {"name": "jobs"},
+        "spec": {
+            "proxy": {"profile": "Lameduck"},
+            "completion": {"methods": ["EphemeralContainer"], "ephemeralImage": images::TESTAPP},
+        },
+    }))
+    .await;
+    let operator = Operator::start(&ns, "solo", &[]).await;
+    let _: Job = ns.create(meshed_job("report", ENABLED)).await;
+    let policies: Api<ShutdownPolicy> = ns.api();
+    ns.wait_for(&policies, "jobs", "Ready=False, reason Refused", MINUTE, |p: Option<&ShutdownPolicy>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "Refused")
+        })
+    })
+    .await;
+    let pod = job_pod(&ns, "report").await;
+    let pods: Api<Pod> = ns.api();
+    ns.holds_for(
+        &pods,
+        &pod.name_any(),
+        "no attempt, no ephemeral container",
+        Duration::from_secs(10),
+        |p: &Pod| {
+            p.annotations().get(annotations::SHUTDOWN_ATTEMPTS).is_none()
+                && p.spec.as_ref().is_some_and(|s| s.ephemeral_containers.is_none())
+        },
+    )
+    .await;
+    assert_eq!(operator.metric("lameduck_policies_refused{reason=\"ephemeral_image\"}").await, Some(1.0));
+    let events: Api<Event> = ns.api();
+    let refused = events.list(&ListParams::default()).await.unwrap().items.into_iter().any(|e| {
+        e.reason.as_deref() == Some(events::POLICY_REFUSED)
+            && e.note.as_deref().is_some_and(|n| n.contains("spec.completion.ephemeralImage"))
+    });
+    assert!(refused, "a PolicyRefused event names the field");
     ns.finish().await;
 }
 
@@ -312,7 +445,7 @@ async fn a_killed_operator_never_repeats_an_attempt() {
         },
     }))
     .await;
-    let first = Operator::start(&ns, "first", &[]).await;
+    let first = Operator::start(&ns, "first", &["--allow-custom-exec-command"]).await;
     let _: Job = ns.create(meshed_job("report", ENABLED)).await;
     let pod = job_pod(&ns, "report").await;
     let pods: Api<Pod> = ns.api();
@@ -322,7 +455,7 @@ async fn a_killed_operator_never_repeats_an_attempt() {
     .await;
     first.kill().await;
     // A new replica takes the Lease once it expires and continues from the record.
-    let second = Operator::start(&ns, "second", &[]).await;
+    let second = Operator::start(&ns, "second", &["--allow-custom-exec-command"]).await;
     let pod = completes(&ns, "report").await;
     let log = attempts(&pod);
     assert_eq!(

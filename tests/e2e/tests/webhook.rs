@@ -36,8 +36,18 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 /// `kubectl apply -f -` of `object` in the namespace: (success, stdout + stderr).
 fn kubectl_apply(ns: &TestNamespace, object: &serde_json::Value) -> (bool, String) {
+    kubectl_apply_as(ns, object, None)
+}
+
+/// The same, as `user` (kubectl's `--as`) when given.
+fn kubectl_apply_as(ns: &TestNamespace, object: &serde_json::Value, user: Option<&str>) -> (bool, String) {
+    let mut args =
+        vec!["apply".to_owned(), "-n".to_owned(), ns.name.clone(), "-f".to_owned(), "-".to_owned()];
+    if let Some(user) = user {
+        args.push(format!("--as={user}"));
+    }
     let mut child = Command::new("kubectl")
-        .args(["apply", "-n", &ns.name, "-f", "-"])
+        .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -179,6 +189,86 @@ async fn kubectl_apply_is_warned_fixed_or_refused_per_enforce() {
         .unwrap()
             > 0.0
     );
+    hook.remove().await;
+    ns.finish().await;
+}
+
+#[tokio::test]
+async fn a_policy_author_cannot_borrow_the_operators_powers() {
+    let ns = TestNamespace::new("powers").await;
+    let hook = Webhook::install(&ns).await;
+    // The author may write ShutdownPolicies here, and nothing else.
+    let author = format!("system:serviceaccount:{}:author", ns.name);
+    let role = |name: &str, rules: serde_json::Value| json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name}, "rules": rules});
+    let bind = |name: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+               "subjects": [{"kind": "ServiceAccount", "name": "author", "namespace": ns.name}]})
+    };
+    for object in [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "author"}}),
+        role(
+            "policies",
+            json!([{"apiGroups": ["lameduck.io"], "resources": ["shutdownpolicies"],
+                                 "verbs": ["get", "list", "create", "patch", "update"]}]),
+        ),
+        bind("policies"),
+    ] {
+        let (ok, out) = kubectl_apply(&ns, &object);
+        assert!(ok, "{out}");
+    }
+    let _operator = operator_with_webhook(&ns, &hook, "op-powers").await;
+    let spec = |name: &str, spec: serde_json::Value| json!({"apiVersion": "lameduck.io/v1alpha1", "kind": "ShutdownPolicy", "metadata": {"name": name}, "spec": spec});
+
+    // A policy that keeps to its profile needs nothing more.
+    let (ok, out) =
+        kubectl_apply_as(&ns, &spec("plain", json!({"proxy": {"profile": "Linkerd"}})), Some(&author));
+    assert!(ok, "{out}");
+    // A command of the author's choice, run by the operator's exec rights: refused, named.
+    let exec = spec(
+        "exec",
+        json!({"proxy": {"profile": "Lameduck", "execCommand": ["sh", "-c", "env"]},
+                                   "completion": {"methods": ["Exec"]}}),
+    );
+    let (ok, out) = kubectl_apply_as(&ns, &exec, Some(&author));
+    assert!(!ok, "{out}");
+    assert!(out.contains("spec.proxy.execCommand") && out.contains("create pods/exec"), "{out}");
+    // An image of the author's choice in other pods: refused, named.
+    let image = spec(
+        "image",
+        json!({"proxy": {"profile": "Lameduck"},
+                                     "completion": {"methods": ["Signal"], "ephemeralImage": images::TESTAPP}}),
+    );
+    let (ok, out) = kubectl_apply_as(&ns, &image, Some(&author));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("spec.completion.ephemeralImage") && out.contains("patch pods/ephemeralcontainers"),
+        "{out}"
+    );
+    let policies: Api<ShutdownPolicy> = ns.api();
+    assert!(
+        policies.get_opt("exec").await.unwrap().is_none()
+            && policies.get_opt("image").await.unwrap().is_none()
+    );
+
+    // Once the author holds the power themselves, the policy lends them nothing: admitted.
+    for object in [
+        role("exec", json!([{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}])),
+        bind("exec"),
+    ] {
+        let (ok, out) = kubectl_apply(&ns, &object);
+        assert!(ok, "{out}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // RBAC changes reach the authorizer's cache within moments.
+        let (ok, out) = kubectl_apply_as(&ns, &exec, Some(&author));
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused with pods/exec granted: {out}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     hook.remove().await;
     ns.finish().await;
 }

@@ -244,3 +244,37 @@ fn overlapping_policies_and_timing_problems_are_warnings() {
     assert_eq!(verdict, Verdict::Accepted);
     assert!(response.warnings.is_none());
 }
+
+#[test]
+fn a_policy_names_the_powers_it_asks_for_and_a_refusal_names_field_and_permission() {
+    let object = |spec: Value| {
+        json!({"apiVersion": "lameduck.io/v1alpha1", "kind": "ShutdownPolicy",
+               "metadata": {"name": "p", "namespace": "shop"}, "spec": spec})
+    };
+    let plain = request("shutdownpolicies", "CREATE", object(json!({"proxy": {"profile": "Linkerd"}})));
+    assert_eq!(requested_powers(&plain), []);
+    let exec = request(
+        "shutdownpolicies",
+        "UPDATE",
+        object(
+            json!({"proxy": {"execCommand": ["/bin/sh", "-c", "env"]}, "completion": {"methods": ["Exec"]}}),
+        ),
+    );
+    let asked = requested_powers(&exec);
+    assert_eq!(asked, [PowerRequest { field: "spec.proxy.execCommand", power: powers::Power::Exec }]);
+
+    let response =
+        refuse_powers(AdmissionResponse::from(&exec), &exec.user_info, "shop", &[(asked[0].clone(), None)]);
+    assert!(!response.allowed);
+    let message = response.result.message;
+    for part in ["spec.proxy.execCommand", "create pods/exec", "namespace shop", "alice"] {
+        assert!(message.contains(part), "{part} not in {message}");
+    }
+    let unknown = refuse_powers(
+        AdmissionResponse::from(&exec),
+        &exec.user_info,
+        "shop",
+        &[(asked[0].clone(), Some("API server unreachable".into()))],
+    );
+    assert!(unknown.result.message.contains("could not check"), "{}", unknown.result.message);
+}

@@ -2,6 +2,16 @@ use super::*;
 use crate::attempts::Attempt;
 use lameduck_api::ProxyProfile;
 
+/// `decide` under `policy` (generation 0) and the operator's default limits.
+fn d(pod: &Pod, policy: &ShutdownPolicySpec, log: &AttemptLog, now: Timestamp) -> Action {
+    decide(pod, &Terms { spec: policy, generation: 0, max_ephemeral_containers: 4 }, log, now)
+}
+
+/// The attempt `decide` asks for on the `stuck()` pod (its main container exited at -5s).
+fn next(method: ShutdownMethod, number: u32, round: u32) -> Action {
+    Action::Attempt { method, number, round, epoch: Epoch::default(), last_main_exit: at(-5) }
+}
+
 const NOW: &str = "2026-11-21T08:00:00Z";
 
 fn now() -> Timestamp {
@@ -20,7 +30,8 @@ fn linkerd_policy() -> ShutdownPolicySpec {
     ShutdownPolicySpec::default()
 }
 
-/// A Linkerd-injected Job pod: `main` terminated (code, seconds before NOW), proxy `proxy_state`.
+/// A Linkerd-injected Job pod with `/shutdown` enabled: `main` terminated (code, seconds before
+/// NOW), proxy `proxy_state`.
 fn linkerd_job_pod(main_state: &str, proxy_state: &str) -> Pod {
     pod(&format!(
         r#"
@@ -29,7 +40,9 @@ metadata:
   ownerReferences: [{{apiVersion: batch/v1, kind: Job, name: report, uid: u1}}]
 spec:
   restartPolicy: Never
-  containers: [{{name: main}}, {{name: linkerd-proxy}}]
+  containers:
+  - {{name: main}}
+  - {{name: linkerd-proxy, env: [{{name: LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED, value: "true"}}]}}
 status:
   phase: Running
   containerStatuses:
@@ -56,7 +69,7 @@ fn attempt(
     secs_before_now: i64,
     outcome: Option<Outcome>,
 ) -> Attempt {
-    Attempt { number, round, method, started: at(-secs_before_now), outcome }
+    Attempt { number, round, method, started: at(-secs_before_now), outcome, epoch: Epoch::default() }
 }
 
 fn failed() -> Option<Outcome> {
@@ -65,15 +78,15 @@ fn failed() -> Option<Outcome> {
 
 #[test]
 fn stuck_linkerd_job_pod_gets_the_first_method() {
-    let action = decide(&stuck(), &linkerd_policy(), &AttemptLog::default(), now());
-    assert_eq!(action, Action::Attempt { method: ShutdownMethod::Exec, number: 1, round: 1 });
+    let action = d(&stuck(), &linkerd_policy(), &AttemptLog::default(), now());
+    assert_eq!(action, next(ShutdownMethod::Exec, 1, 1));
 }
 
 #[test]
 fn running_main_container_means_wait() {
     let pod = linkerd_job_pod(RUNNING, RUNNING);
     assert_eq!(
-        decide(&pod, &linkerd_policy(), &AttemptLog::default(), now()),
+        d(&pod, &linkerd_policy(), &AttemptLog::default(), now()),
         Action::Wait { reason: Waiting::MainContainersRunning, until: None }
     );
 }
@@ -83,10 +96,10 @@ fn lameduck_profile_looks_for_its_own_container() {
     let mut policy = linkerd_policy();
     policy.proxy.profile = ProxyProfile::Lameduck;
     // The Linkerd pod has no lameduck-proxy container.
-    assert_eq!(decide(&stuck(), &policy, &AttemptLog::default(), now()), Action::Ignore(Ignored::NoProxy));
+    assert_eq!(d(&stuck(), &policy, &AttemptLog::default(), now()), Action::Ignore(Ignored::NoProxy));
     let text = serde_yaml_ng::to_string(&stuck()).unwrap().replace("linkerd-proxy", "lameduck-proxy");
     let lameduck_pod: Pod = serde_yaml_ng::from_str(&text).unwrap();
-    assert!(matches!(decide(&lameduck_pod, &policy, &AttemptLog::default(), now()), Action::Attempt { .. }));
+    assert!(matches!(d(&lameduck_pod, &policy, &AttemptLog::default(), now()), Action::Attempt { .. }));
 }
 
 #[test]
@@ -100,7 +113,7 @@ spec:
   containers: [{name: main}]
 "#);
     assert_eq!(
-        decide(&pod, &linkerd_policy(), &AttemptLog::default(), now()),
+        d(&pod, &linkerd_policy(), &AttemptLog::default(), now()),
         Action::Ignore(Ignored::NativeSidecar)
     );
 }
@@ -110,13 +123,13 @@ fn pods_not_owned_by_a_job_and_disabled_policies_are_ignored() {
     let mut pod = stuck();
     pod.metadata.owner_references = None;
     assert_eq!(
-        decide(&pod, &linkerd_policy(), &AttemptLog::default(), now()),
+        d(&pod, &linkerd_policy(), &AttemptLog::default(), now()),
         Action::Ignore(Ignored::NotAJobPod)
     );
     let mut policy = linkerd_policy();
     policy.completion.enabled = false;
     assert_eq!(
-        decide(&stuck(), &policy, &AttemptLog::default(), now()),
+        d(&stuck(), &policy, &AttemptLog::default(), now()),
         Action::Ignore(Ignored::CompletionDisabled)
     );
 }
@@ -126,15 +139,12 @@ fn on_failure_with_a_failing_main_waits_for_the_restart() {
     let mut pod = linkerd_job_pod(&exited(1, 5), RUNNING);
     pod.spec.as_mut().unwrap().restart_policy = Some("OnFailure".into());
     assert_eq!(
-        decide(&pod, &linkerd_policy(), &AttemptLog::default(), now()),
+        d(&pod, &linkerd_policy(), &AttemptLog::default(), now()),
         Action::Wait { reason: Waiting::WillRestart { container: "main".into() }, until: None }
     );
     // With Never, a failed main is final: the pod is stuck and must be finished (it will fail).
     let never = linkerd_job_pod(&exited(1, 5), RUNNING);
-    assert!(matches!(
-        decide(&never, &linkerd_policy(), &AttemptLog::default(), now()),
-        Action::Attempt { .. }
-    ));
+    assert!(matches!(d(&never, &linkerd_policy(), &AttemptLog::default(), now()), Action::Attempt { .. }));
 }
 
 #[test]
@@ -159,31 +169,31 @@ status:
     policy.completion.delay = "10s".parse().unwrap();
     let one_running = two_mains(exited(0, 60), RUNNING.to_owned());
     assert_eq!(
-        decide(&one_running, &policy, &AttemptLog::default(), now()),
+        d(&one_running, &policy, &AttemptLog::default(), now()),
         Action::Wait { reason: Waiting::MainContainersRunning, until: None }
     );
     // a ended 60s ago, b 3s ago: the 10s delay runs from b's end.
     let both_done = two_mains(exited(0, 60), exited(0, 3));
     assert_eq!(
-        decide(&both_done, &policy, &AttemptLog::default(), now()),
+        d(&both_done, &policy, &AttemptLog::default(), now()),
         Action::Wait { reason: Waiting::Delay, until: Some(at(7)) }
     );
-    assert!(matches!(decide(&both_done, &policy, &AttemptLog::default(), at(7)), Action::Attempt { .. }));
+    assert!(matches!(d(&both_done, &policy, &AttemptLog::default(), at(7)), Action::Attempt { .. }));
 }
 
 #[test]
 fn proxy_exit_code_decides_done_or_failed() {
     let log = AttemptLog(vec![attempt(1, 1, ShutdownMethod::Exec, 3, Some(Outcome::Sent))]);
     let done = linkerd_job_pod(&exited(0, 5), &exited(0, 1));
-    assert_eq!(decide(&done, &linkerd_policy(), &log, now()), Action::Done { attempts: 1 });
+    assert_eq!(d(&done, &linkerd_policy(), &log, now()), Action::Done { attempts: 1 });
     let failed_proxy = linkerd_job_pod(&exited(0, 5), &exited(137, 1));
     assert_eq!(
-        decide(&failed_proxy, &linkerd_policy(), &log, now()),
+        d(&failed_proxy, &linkerd_policy(), &log, now()),
         Action::ProxyFailed { exit_code: 137, attempts: 1 }
     );
     // Gone with no attempt of ours: not lameduck's doing (lameduck-await -S, say).
     assert_eq!(
-        decide(&done, &linkerd_policy(), &AttemptLog::default(), now()),
+        d(&done, &linkerd_policy(), &AttemptLog::default(), now()),
         Action::Ignore(Ignored::ProxyExitedByItself { exit_code: 0 })
     );
 }
@@ -192,7 +202,7 @@ fn proxy_exit_code_decides_done_or_failed() {
 fn proxy_not_running_yet_means_wait() {
     let pod = linkerd_job_pod(&exited(0, 5), "{waiting: {reason: ContainerCreating}}");
     assert_eq!(
-        decide(&pod, &linkerd_policy(), &AttemptLog::default(), now()),
+        d(&pod, &linkerd_policy(), &AttemptLog::default(), now()),
         Action::Wait { reason: Waiting::ProxyNotRunning, until: None }
     );
 }
@@ -202,25 +212,19 @@ fn an_attempt_under_way_is_verified_until_its_timeout_then_the_next_method_runs(
     // attemptTimeout is 30s by default. Outcome unknown (the operator restarted mid-call):
     let in_flight = AttemptLog(vec![attempt(1, 1, ShutdownMethod::Exec, 10, None)]);
     assert_eq!(
-        decide(&stuck(), &linkerd_policy(), &in_flight, now()),
+        d(&stuck(), &linkerd_policy(), &in_flight, now()),
         Action::Verify { number: 1, method: ShutdownMethod::Exec, deadline: at(20) }
     );
     let sent = AttemptLog(vec![attempt(1, 1, ShutdownMethod::Exec, 10, Some(Outcome::Sent))]);
-    assert!(matches!(decide(&stuck(), &linkerd_policy(), &sent, now()), Action::Verify { .. }));
+    assert!(matches!(d(&stuck(), &linkerd_policy(), &sent, now()), Action::Verify { .. }));
     let timed_out = AttemptLog(vec![attempt(1, 1, ShutdownMethod::Exec, 31, Some(Outcome::Sent))]);
-    assert_eq!(
-        decide(&stuck(), &linkerd_policy(), &timed_out, now()),
-        Action::Attempt { method: ShutdownMethod::PortForward, number: 2, round: 1 }
-    );
+    assert_eq!(d(&stuck(), &linkerd_policy(), &timed_out, now()), next(ShutdownMethod::PortForward, 2, 1));
 }
 
 #[test]
 fn a_failed_call_moves_on_at_once() {
     let log = AttemptLog(vec![attempt(1, 1, ShutdownMethod::Exec, 1, failed())]);
-    assert_eq!(
-        decide(&stuck(), &linkerd_policy(), &log, now()),
-        Action::Attempt { method: ShutdownMethod::PortForward, number: 2, round: 1 }
-    );
+    assert_eq!(d(&stuck(), &linkerd_policy(), &log, now()), next(ShutdownMethod::PortForward, 2, 1));
 }
 
 #[test]
@@ -229,15 +233,16 @@ fn endpoint_disabled_jumps_to_signal() {
         attempt(1, 1, ShutdownMethod::Exec, 5, failed()),
         attempt(2, 1, ShutdownMethod::PortForward, 1, Some(Outcome::EndpointDisabled)),
     ]);
-    assert_eq!(
-        decide(&stuck(), &linkerd_policy(), &log, now()),
-        Action::Attempt { method: ShutdownMethod::Signal, number: 3, round: 1 }
-    );
-    // Without Signal among the methods, nothing else can work: the round is over.
+    assert_eq!(d(&stuck(), &linkerd_policy(), &log, now()), next(ShutdownMethod::Signal, 3, 1));
+    // Without Signal among the methods, nothing else can work, in this round or the next.
     let mut policy = linkerd_policy();
     policy.completion.methods =
         vec![ShutdownMethod::Exec, ShutdownMethod::PortForward, ShutdownMethod::EphemeralContainer];
-    assert_eq!(decide(&stuck(), &policy, &log, now()), Action::Exhausted { round: 1, retry_at: at(-1 + 10) });
+    let Action::GiveUp { reason: GaveUp::NoMethod(why), attempts: 2 } = d(&stuck(), &policy, &log, now())
+    else {
+        panic!("expected to give up");
+    };
+    assert!(why.contains("answered 404"), "{why}");
 }
 
 #[test]
@@ -249,11 +254,8 @@ fn exhausted_round_backs_off_then_starts_over() {
         attempt(2, 1, ShutdownMethod::Signal, 35, Some(Outcome::Sent)),
     ]);
     // Signal was sent 35s ago, timed out at -5s; round 2 may start 10s after that.
-    assert_eq!(decide(&stuck(), &policy, &log, now()), Action::Exhausted { round: 1, retry_at: at(5) });
-    assert_eq!(
-        decide(&stuck(), &policy, &log, at(5)),
-        Action::Attempt { method: ShutdownMethod::PortForward, number: 3, round: 2 }
-    );
+    assert_eq!(d(&stuck(), &policy, &log, now()), Action::Exhausted { round: 1, retry_at: at(5) });
+    assert_eq!(d(&stuck(), &policy, &log, at(5)), next(ShutdownMethod::PortForward, 3, 2));
 }
 
 #[test]
@@ -268,7 +270,7 @@ fn pods_that_restart_always_are_ignored() {
     let mut pod = stuck();
     pod.spec.as_mut().unwrap().restart_policy = Some("Always".into());
     assert_eq!(
-        decide(&pod, &linkerd_policy(), &AttemptLog::default(), now()),
+        d(&pod, &linkerd_policy(), &AttemptLog::default(), now()),
         Action::Ignore(Ignored::RestartsAlways)
     );
 }
@@ -294,28 +296,227 @@ fn ephemeral_container_exit_codes_correct_the_recorded_outcome() {
         vec![ShutdownMethod::EphemeralContainer, ShutdownMethod::Exec, ShutdownMethod::Signal];
     let log = AttemptLog(vec![attempt(1, 1, ShutdownMethod::EphemeralContainer, 2, Some(Outcome::Sent))]);
     // Not finished yet, or finished 0: the proxy is being given its time.
-    assert!(matches!(decide(&stuck(), &policy, &log, now()), Action::Verify { number: 1, .. }));
+    assert!(matches!(d(&stuck(), &policy, &log, now()), Action::Verify { number: 1, .. }));
     let pod = with_ephemeral_exit("lameduck-shutdown-1", 0);
-    assert!(matches!(decide(&pod, &policy, &log, now()), Action::Verify { number: 1, .. }));
-    // 3 is `lameduck-proxy shutdown`'s "endpoint disabled": straight to Signal.
+    assert!(matches!(d(&pod, &policy, &log, now()), Action::Verify { number: 1, .. }));
+    // 3 is `lameduck-proxy shutdown`'s "endpoint disabled": recorded, then straight to Signal.
     let pod = with_ephemeral_exit("lameduck-shutdown-1", EXIT_ENDPOINT_DISABLED);
     assert_eq!(
-        decide(&pod, &policy, &log, now()),
-        Action::Attempt { method: ShutdownMethod::Signal, number: 2, round: 1 }
+        d(&pod, &policy, &log, now()),
+        Action::RecordOutcome {
+            number: 1,
+            method: ShutdownMethod::EphemeralContainer,
+            outcome: Outcome::EndpointDisabled
+        }
     );
-    // Any other failure moves on to the next method without waiting out the timeout.
+    let recorded = AttemptLog(vec![attempt(
+        1,
+        1,
+        ShutdownMethod::EphemeralContainer,
+        2,
+        Some(Outcome::EndpointDisabled),
+    )]);
+    assert_eq!(d(&pod, &policy, &recorded, now()), next(ShutdownMethod::Signal, 2, 1));
+    // Any other failure is recorded as failed, and the next method follows without waiting out
+    // the timeout.
     let pod = with_ephemeral_exit("lameduck-shutdown-1", 1);
-    assert_eq!(
-        decide(&pod, &policy, &log, now()),
-        Action::Attempt { method: ShutdownMethod::Exec, number: 2, round: 1 }
-    );
+    let Action::RecordOutcome { number: 1, outcome: Outcome::Failed { message }, .. } =
+        d(&pod, &policy, &log, now())
+    else {
+        panic!("a non-zero exit is recorded as failed");
+    };
+    assert!(message.contains("exited with code 1"), "{message}");
+    let recorded = AttemptLog(vec![attempt(
+        1,
+        1,
+        ShutdownMethod::EphemeralContainer,
+        2,
+        Some(Outcome::failed(&message)),
+    )]);
+    assert_eq!(d(&pod, &policy, &recorded, now()), next(ShutdownMethod::Exec, 2, 1));
     // Another attempt's container says nothing about this one.
     let pod = with_ephemeral_exit("lameduck-shutdown-7", 1);
-    assert!(matches!(decide(&pod, &policy, &log, now()), Action::Verify { number: 1, .. }));
+    assert!(matches!(d(&pod, &policy, &log, now()), Action::Verify { number: 1, .. }));
 }
 
 #[test]
 fn last_main_exit_is_the_latest_finish_once_every_main_container_is_done() {
     assert_eq!(last_main_exit(&stuck(), "linkerd-proxy"), Some(at(-5)));
     assert_eq!(last_main_exit(&linkerd_job_pod(RUNNING, RUNNING), "linkerd-proxy"), None);
+}
+
+#[test]
+fn a_signal_container_that_fails_is_recorded_with_what_it_said() {
+    // The case of issue #14: the Signal container got EPERM and exited 1; today it stayed "sent".
+    let mut pod = with_ephemeral_exit("lameduck-shutdown-2", 1);
+    let status = &mut pod.status.as_mut().unwrap().ephemeral_container_statuses.as_mut().unwrap()[0];
+    status.state.as_mut().unwrap().terminated.as_mut().unwrap().message =
+        Some("signal TERM to pid 1: EPERM: Operation not permitted".into());
+    let log = AttemptLog(vec![
+        attempt(1, 1, ShutdownMethod::PortForward, 3, failed()),
+        attempt(2, 1, ShutdownMethod::Signal, 2, Some(Outcome::Sent)),
+    ]);
+    let Action::RecordOutcome {
+        number: 2,
+        method: ShutdownMethod::Signal,
+        outcome: Outcome::Failed { message },
+    } = d(&pod, &linkerd_policy(), &log, now())
+    else {
+        panic!("expected the failure to be recorded");
+    };
+    assert!(message.contains("EPERM"), "{message}");
+}
+
+/// A Linkerd pod as its injector makes it by default: no LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED.
+fn linkerd_defaults() -> Pod {
+    let mut pod = stuck();
+    pod.spec.as_mut().unwrap().containers[1].env = None;
+    pod
+}
+
+#[test]
+fn with_linkerd_defaults_only_signal_is_tried() {
+    // Exec would run linkerd-await, which exits 0 whatever /shutdown answers: sent, and the Job
+    // waits out attemptTimeout. The pod says the endpoint is off, so those methods are skipped.
+    assert_eq!(
+        d(&linkerd_defaults(), &linkerd_policy(), &AttemptLog::default(), now()),
+        next(ShutdownMethod::Signal, 1, 1)
+    );
+    let mut annotated = linkerd_defaults();
+    annotated.metadata.annotations =
+        Some([("config.linkerd.io/proxy-admin-shutdown".to_owned(), "enabled".to_owned())].into());
+    assert_eq!(
+        d(&annotated, &linkerd_policy(), &AttemptLog::default(), now()),
+        next(ShutdownMethod::Exec, 1, 1)
+    );
+    // Without Signal there is nothing to try: lameduck gives up at once and says why.
+    let mut policy = linkerd_policy();
+    policy.completion.methods = vec![ShutdownMethod::Exec, ShutdownMethod::PortForward];
+    let Action::GiveUp { reason: GaveUp::NoMethod(why), attempts: 0 } =
+        d(&linkerd_defaults(), &policy, &AttemptLog::default(), now())
+    else {
+        panic!("expected to give up");
+    };
+    assert!(why.contains("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED"), "{why}");
+}
+
+/// `rounds` full rounds of Exec then Signal, all failed, the last one ending 1000s ago.
+fn failed_rounds(rounds: u32, epoch: Epoch) -> AttemptLog {
+    AttemptLog(
+        (0..rounds * 2)
+            .map(|i| {
+                let method = if i % 2 == 0 { ShutdownMethod::Exec } else { ShutdownMethod::Signal };
+                Attempt {
+                    epoch,
+                    ..attempt(i + 1, i / 2 + 1, method, 1000 + i64::from(rounds * 2 - i), failed())
+                }
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn after_max_rounds_lameduck_gives_up_until_the_proxy_restarts_or_the_policy_changes() {
+    let mut policy = linkerd_policy();
+    policy.completion.methods = vec![ShutdownMethod::Exec, ShutdownMethod::Signal];
+    assert_eq!(policy.completion.max_rounds, 3);
+    assert_eq!(
+        d(&stuck(), &policy, &failed_rounds(2, Epoch::default()), now()),
+        next(ShutdownMethod::Exec, 5, 3)
+    );
+    let three = failed_rounds(3, Epoch::default());
+    assert_eq!(
+        d(&stuck(), &policy, &three, now()),
+        Action::GiveUp { reason: GaveUp::Rounds(3), attempts: 6 }
+    );
+    // Asked again and again, the answer stays: no calls.
+    assert_eq!(
+        d(&stuck(), &policy, &three, at(86_400)),
+        Action::GiveUp { reason: GaveUp::Rounds(3), attempts: 6 }
+    );
+
+    // A new spec (generation) starts a fresh count.
+    let terms = Terms { spec: &policy, generation: 2, max_ephemeral_containers: 4 };
+    assert_eq!(
+        decide(&stuck(), &terms, &three, now()),
+        Action::Attempt {
+            method: ShutdownMethod::Exec,
+            number: 7,
+            round: 4,
+            epoch: Epoch { generation: 2, proxy_restarts: 0 },
+            last_main_exit: at(-5)
+        }
+    );
+    // So does a restarted proxy.
+    let mut restarted = stuck();
+    restarted.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[1].restart_count = 1;
+    assert!(matches!(
+        d(&restarted, &policy, &three, now()),
+        Action::Attempt { number: 7, round: 4, epoch: Epoch { generation: 0, proxy_restarts: 1 }, .. }
+    ));
+    // maxRounds counts the rounds of the current epoch only.
+    let mut mixed = three.clone();
+    mixed.0.extend(
+        failed_rounds(1, Epoch { generation: 2, proxy_restarts: 0 }).0.into_iter().map(|a| Attempt {
+            number: a.number + 6,
+            round: a.round + 3,
+            ..a
+        }),
+    );
+    assert!(matches!(decide(&stuck(), &terms, &mixed, now()), Action::Attempt { round: 5, .. }));
+}
+
+#[test]
+fn ephemeral_containers_are_capped_per_pod() {
+    let mut policy = linkerd_policy();
+    policy.completion.methods = vec![ShutdownMethod::PortForward, ShutdownMethod::Signal];
+    policy.completion.max_rounds = 10;
+    let four = failed_rounds(2, Epoch::default()); // Exec, Signal twice: 2 containers
+    let terms = |cap| Terms { spec: &policy, generation: 0, max_ephemeral_containers: cap };
+    // Under the cap, Signal is still tried; at the cap it is skipped.
+    let log = AttemptLog(vec![attempt(5, 3, ShutdownMethod::PortForward, 1, failed())]);
+    let log = AttemptLog(four.0.iter().cloned().chain(log.0).collect());
+    assert!(matches!(
+        decide(&stuck(), &terms(3), &log, now()),
+        Action::Attempt { method: ShutdownMethod::Signal, .. }
+    ));
+    assert!(matches!(decide(&stuck(), &terms(2), &log, now()), Action::Exhausted { .. }));
+    // With only container methods left, lameduck gives up and names the flag.
+    policy.completion.methods = vec![ShutdownMethod::EphemeralContainer, ShutdownMethod::Signal];
+    let terms = Terms { spec: &policy, generation: 0, max_ephemeral_containers: 2 };
+    let Action::GiveUp { reason: GaveUp::NoMethod(why), .. } = decide(&stuck(), &terms, &four, now()) else {
+        panic!("expected to give up");
+    };
+    assert!(why.contains("--max-ephemeral-containers"), "{why}");
+}
+
+#[test]
+fn the_record_never_grows_past_max_attempts() {
+    let mut policy = linkerd_policy();
+    policy.completion.methods = vec![ShutdownMethod::Exec, ShutdownMethod::Signal];
+    // Many epochs, each giving up after its rounds: the attempts add up, and stop at the cap.
+    let log = AttemptLog(
+        (0..MAX_ATTEMPTS)
+            .map(|i| Attempt {
+                epoch: Epoch { generation: i64::from(i), proxy_restarts: 0 },
+                ..attempt(i + 1, i + 1, ShutdownMethod::Exec, 5000, failed())
+            })
+            .collect(),
+    );
+    let terms = Terms { spec: &policy, generation: 1000, max_ephemeral_containers: 4 };
+    assert_eq!(
+        decide(&stuck(), &terms, &log, now()),
+        Action::GiveUp { reason: GaveUp::Attempts, attempts: MAX_ATTEMPTS }
+    );
+}
+
+#[test]
+fn attempt_timeout_is_capped_at_ten_minutes() {
+    let mut policy = linkerd_policy();
+    policy.completion.attempt_timeout = "1h".parse().unwrap();
+    let log = AttemptLog(vec![attempt(1, 1, ShutdownMethod::Exec, 1, Some(Outcome::Sent))]);
+    assert_eq!(
+        d(&stuck(), &policy, &log, now()),
+        Action::Verify { number: 1, method: ShutdownMethod::Exec, deadline: at(599) }
+    );
 }

@@ -55,7 +55,7 @@ fn counts_matched_and_stuck_pods_per_policy_and_skips_finished_ones() {
         pod("gone", "a", DONE, "Succeeded"),
         pod("other", "b", DONE, "Running"),
     ];
-    let summary = summarize(&policies, pods.clone(), None, now());
+    let summary = summarize(&policies, pods.clone(), &Settings::for_tests(None), now());
     assert_eq!((summary.observed, summary.stuck), (2, 1));
     let a = &summary.policies[&key("a")];
     assert_eq!((a.matched, a.stuck, a.conflict.clone(), a.invalid.clone()), (2, 1, None, None));
@@ -65,7 +65,7 @@ fn counts_matched_and_stuck_pods_per_policy_and_skips_finished_ones() {
         proxy: lameduck_api::ProxySpec { profile: ProxyProfile::Lameduck, ..Default::default() },
         ..Default::default()
     };
-    let summary = summarize(&policies, pods.clone(), Some(&default), now());
+    let summary = summarize(&policies, pods.clone(), &Settings::for_tests(Some(default.clone())), now());
     assert_eq!((summary.observed, summary.stuck), (3, 2));
     assert_eq!(summary.policies[&key("a")].matched, 2);
 }
@@ -74,7 +74,12 @@ fn counts_matched_and_stuck_pods_per_policy_and_skips_finished_ones() {
 fn the_younger_of_two_overlapping_policies_reports_the_conflict() {
     let old = policy("old", "2026-11-20T00:00:00Z", "{}");
     let young = policy("young", "2026-11-21T00:00:00Z", "{matchLabels: {team: a}}");
-    let summary = summarize(&[young.clone(), old.clone()], [pod("p1", "a", DONE, "Running")], None, now());
+    let summary = summarize(
+        &[young.clone(), old.clone()],
+        [pod("p1", "a", DONE, "Running")],
+        &Settings::for_tests(None),
+        now(),
+    );
     assert_eq!(summary.policies[&key("young")].conflict, Some(("p1".into(), "old".into())));
     assert_eq!(summary.policies[&key("young")].matched, 0);
     assert_eq!(summary.policies[&key("old")].matched, 1);
@@ -91,7 +96,12 @@ fn the_younger_of_two_overlapping_policies_reports_the_conflict() {
 #[test]
 fn an_unusable_selector_makes_the_policy_not_ready() {
     let bad = policy("bad", "2026-11-20T00:00:00Z", "{matchExpressions: [{key: team, operator: Sideways}]}");
-    let summary = summarize(std::slice::from_ref(&bad), [pod("p1", "a", DONE, "Running")], None, now());
+    let summary = summarize(
+        std::slice::from_ref(&bad),
+        [pod("p1", "a", DONE, "Running")],
+        &Settings::for_tests(None),
+        now(),
+    );
     let status = desired_status(&bad, &summary.policies[&key("bad")], ShutdownCounts::default(), now());
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSelector"));
@@ -115,4 +125,28 @@ fn transition_times_survive_while_a_condition_holds() {
     assert!(!same_status(&first, &second), "matched changed");
     let third = desired_status(&p, &summary, ShutdownCounts::default(), later);
     assert!(same_status(&first, &third));
+}
+
+#[test]
+fn a_refused_policy_is_not_ready_and_says_why() {
+    let refused: Arc<ShutdownPolicy> = Arc::new(
+        serde_yaml_ng::from_str(
+            "metadata: {name: r, namespace: jobs, generation: 2, creationTimestamp: '2026-11-20T00:00:00Z'}
+spec: {proxy: {profile: Lameduck}, completion: {ephemeralImage: 'elsewhere/debug:1'}}",
+        )
+        .unwrap(),
+    );
+    let summary = summarize(
+        std::slice::from_ref(&refused),
+        [pod("p1", "a", DONE, "Running")],
+        &Settings::for_tests(None),
+        now(),
+    );
+    let r = &summary.policies[&key("r")];
+    assert_eq!(r.refused.as_ref().map(|x| x.reason), Some("ephemeral_image"));
+    assert_eq!((r.matched, r.stuck), (1, 1), "its pods are still counted, and still stuck");
+    let status = desired_status(&refused, r, ShutdownCounts::default(), now());
+    let ready = status.conditions.iter().find(|c| c.type_ == conditions::READY).unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", REFUSED));
+    assert!(ready.message.contains("spec.completion.ephemeralImage"), "{}", ready.message);
 }
