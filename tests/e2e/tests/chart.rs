@@ -291,9 +291,10 @@ fn lease_and_secret_rules_name_the_release_objects_and_only_create_is_unnamed() 
                     && o["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-self"))
             })
             .expect("the release namespace's Role");
-        for (resource, name, verbs) in
-            [("leases", lease, ["get", "patch"]), ("secrets", secret, ["get", "update"])]
-        {
+        for (resource, name, verbs) in [
+            ("leases", lease, &["get", "list", "watch", "patch"][..]),
+            ("secrets", secret, &["get", "update"][..]),
+        ] {
             let create = rules_granting(own, resource, "create");
             assert_eq!(create.len(), 1, "{sets:?}: {resource}/create: {create:?}");
             assert!(
