@@ -72,7 +72,7 @@ impl Metrics {
             must(registry.register(Box::new(metric.clone())));
             metric
         };
-        Self {
+        let this = Self {
             pods_observed: gauge("pods_observed", "Unfinished Job pods that a ShutdownPolicy applies to"),
             stuck_pods: gauge(
                 "stuck_pods",
@@ -129,7 +129,12 @@ impl Metrics {
                 "When the webhook's serving certificate expires, in Unix seconds",
             ),
             registry,
+        };
+        // Every reason shows from the start, at 0: an alert on it needs the series to exist.
+        for reason in crate::powers::REFUSAL_REASONS {
+            this.policies_refused.with_label_values(&[reason]).set(0);
         }
+        this
     }
 
     /// The text exposition format.
