@@ -404,12 +404,7 @@ async fn act(ctx: &Context, pod: &Pod) -> Result<Requeue, Error> {
                 return Ok(Requeue::requeue(wait));
             };
             let attempt = Attempt { number, round, method, started: now, outcome: None, epoch };
-            let first = number == 1;
-            let result = self::attempt(ctx, pod, &terms, log, attempt).await;
-            if first && matches!(result, Ok(ref r) if *r != Requeue::requeue(AFTER_CONFLICT)) {
-                ctx.metrics.action_latency.observe(seconds_between(last_main_exit, now));
-            }
-            result
+            self::attempt(ctx, pod, &terms, log, attempt, last_main_exit).await
         }
         Action::RecordOutcome { number, method, outcome } => {
             let pods = ctx.pods(pod);
@@ -420,7 +415,7 @@ async fn act(ctx: &Context, pod: &Pod) -> Result<Requeue, Error> {
                     Outcome::EndpointDisabled => {
                         "the shutdown endpoint answered 404; only Signal can stop this proxy".into()
                     }
-                    Outcome::Sent => "sent".into(),
+                    Outcome::Sent => "its ephemeral container exited 0".into(),
                 };
                 ctx.publish(pod, type_, reason, format!("attempt {number}, {method}: {detail}")).await;
             }
@@ -495,6 +490,7 @@ async fn attempt(
     terms: &Terms<'_>,
     mut log: AttemptLog,
     attempt: Attempt,
+    last_main_exit: Timestamp,
 ) -> Result<Requeue, Error> {
     let pods = ctx.pods(pod);
     log.0.push(attempt.clone());
@@ -507,6 +503,9 @@ async fn attempt(
     });
     if !patch_if_unchanged(&pods, pod, record).await? {
         return Ok(Requeue::requeue(AFTER_CONFLICT));
+    }
+    if attempt.number == 1 {
+        ctx.metrics.action_latency.observe(seconds_between(last_main_exit, attempt.started));
     }
 
     let proxy = terms.spec.proxy.resolve();
