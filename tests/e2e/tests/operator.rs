@@ -206,8 +206,17 @@ async fn linkerd_defaults_finish_in_seconds() {
     let log = attempts(&pod);
     assert_eq!(methods(&log), [ShutdownMethod::Signal], "{log:?}");
     let seconds = main_to_proxy_exit(&pod, containers::LINKERD_PROXY);
-    eprintln!("linkerd defaults: main exit to proxy exit {seconds}s");
-    assert!(seconds <= 3, "main exit to proxy exit took {seconds}s, more than 3s");
+    let shutdown = container_status(&pod, "lameduck-shutdown-1").and_then(|s| s.state.clone());
+    let timeline = format!(
+        "main {:?}; attempt {}; ephemeral container {shutdown:?}; proxy {:?}",
+        container_status(&pod, "main").and_then(|s| s.state.clone()),
+        log.0[0].started,
+        container_status(&pod, containers::LINKERD_PROXY).and_then(|s| s.state.clone()),
+    );
+    eprintln!("linkerd defaults: main exit to proxy exit {seconds}s; {timeline}");
+    // The figure is printed for the README (about 3s here); what must hold is that no attempt
+    // was waited out: before, Exec "succeeded" and the Job waited attemptTimeout (30s) more.
+    assert!(seconds < 15, "main exit to proxy exit took {seconds}s: an attempt was waited out: {timeline}");
     ns.finish().await;
 }
 
