@@ -270,11 +270,22 @@ async fn leader_killed_with_50_stuck_jobs() {
         assert!(Instant::now() < deadline, "no attempt within a minute");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (leader, _follower) = if a.metric("lameduck_leader").await == Some(1.0) { (a, b) } else { (b, a) };
+    let (leader, follower) = if a.metric("lameduck_leader").await == Some(1.0) { (a, b) } else { (b, a) };
     let identity = leader.identity.clone();
     leader.kill().await;
     eprintln!("killed the leader {identity}");
     outcome(&ns, "leader SIGKILLed, 50 stuck Jobs", &names).await;
+    // The replica left standing finished what the killed one had not.
+    let by_follower = list(&ns.api::<Event>())
+        .await
+        .iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(events::PROXY_STOPPED)
+                && e.reporting_instance.as_deref() == Some(follower.identity.as_str())
+        })
+        .count();
+    eprintln!("{by_follower} of 50 pods finished by {}", follower.identity);
+    assert!(by_follower > 0, "the follower finished none of the stuck Jobs");
     ns.finish().await;
 }
 
