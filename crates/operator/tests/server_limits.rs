@@ -3,6 +3,8 @@
 //! server leaves the connection over the cap unanswered until a slot frees, and admissions are
 //! still answered while slow clients hold connections.
 
+mod support;
+
 use std::{
     net::SocketAddr,
     sync::Arc,
@@ -12,20 +14,15 @@ use std::{
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use lameduck_api::ShutdownPolicy;
 use lameduck_operator::{
     admin,
-    admission::PodLabels,
-    certs::{self, Bundle, CertSettings, Plan, Reason},
+    certs::Bundle,
     metrics::Metrics,
     server::ServerLimits,
-    webhook::{self, Knowledge, ServingCert},
+    webhook::{self, ServingCert},
 };
-use rustls::{
-    ClientConfig, RootCertStore,
-    pki_types::{CertificateDer, ServerName, pem::PemObject},
-};
-use serde_json::{Value, json};
+use rustls::pki_types::ServerName;
+use support::{Fixed, bundle, pod_review, trusting};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -40,64 +37,6 @@ const LONG: Duration = Duration::from_secs(30);
 /// The time to wait for what must happen, or to be sure what must not happen has not.
 const PATIENCE: Duration = Duration::from_secs(2);
 
-struct Fixed(Vec<Arc<ShutdownPolicy>>);
-
-impl Knowledge for Fixed {
-    fn policies(&self) -> Vec<Arc<ShutdownPolicy>> {
-        self.0.clone()
-    }
-    fn pods_in(&self, _namespace: &str) -> Vec<PodLabels> {
-        Vec::new()
-    }
-    fn may<'a>(
-        &'a self,
-        _user: &'a k8s_openapi::api::authentication::v1::UserInfo,
-        _namespace: &'a str,
-        _power: lameduck_operator::powers::Power,
-    ) -> futures::future::BoxFuture<'a, Result<bool, String>> {
-        Box::pin(async { Ok(false) })
-    }
-}
-
-fn bundle() -> Bundle {
-    let settings = CertSettings {
-        hosts: vec!["127.0.0.1".into()],
-        cert_validity: Duration::from_secs(3600),
-        ca_validity: Duration::from_secs(86_400),
-    };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    certs::issue(&Plan::All(Reason::Missing), None, &settings, now).unwrap()
-}
-
-fn policy() -> Arc<ShutdownPolicy> {
-    Arc::new(
-        serde_json::from_value(json!({
-            "apiVersion": "lameduck.io/v1alpha1", "kind": "ShutdownPolicy",
-            "metadata": {"name": "web", "namespace": "shop", "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"selector": {"matchLabels": {"app": "web"}}, "proxy": {"profile": "Lameduck"},
-                     "drain": {"waitBeforeExit": "45s", "shutdownGracePeriod": "10s", "enforce": "Fix"}},
-        }))
-        .unwrap(),
-    )
-}
-
-fn pod_review() -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "11111111-1111-4111-8111-111111111111",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop", "operation": "CREATE", "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": "web-", "labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "app", "image": "app"}, {"name": "lameduck-proxy", "image": "proxy"}]},
-            },
-        },
-    })
-}
-
 async fn start_webhook(bundle: &Bundle, limits: ServerLimits) -> SocketAddr {
     let serving = Arc::new(ServingCert::default());
     serving.load(&bundle.cert, &bundle.key).unwrap();
@@ -106,7 +45,7 @@ async fn start_webhook(bundle: &Bundle, limits: ServerLimits) -> SocketAddr {
     tokio::spawn(webhook::serve_with_limits(
         listener,
         webhook::tls_config(serving).unwrap(),
-        Arc::new(Fixed(vec![policy()])),
+        Arc::new(Fixed),
         Metrics::new(),
         limits,
     ));
@@ -123,17 +62,7 @@ async fn start_admin(limits: ServerLimits) -> SocketAddr {
 
 /// A TLS client that trusts `bundle`'s CA and offers `alpn`.
 fn connector(bundle: &Bundle, alpn: &[u8]) -> TlsConnector {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&bundle.ca_bundle()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    TlsConnector::from(Arc::new(config))
+    TlsConnector::from(Arc::new(trusting(&bundle.ca_bundle(), alpn)))
 }
 
 async fn tls_connect(addr: SocketAddr, connector: &TlsConnector) -> TlsStream<TcpStream> {
@@ -191,7 +120,9 @@ async fn post_review(addr: SocketAddr, bundle: &Bundle, http2: bool) -> u16 {
     let tls = tls_connect(addr, &connector(bundle, if http2 { b"h2" } else { b"http/1.1" })).await;
     let request = http::Request::post(format!("https://{addr}/mutate-pods"))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(&pod_review()).unwrap())))
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(&pod_review("11111111-1111-4111-8111-111111111111")).unwrap(),
+        )))
         .unwrap();
     let response = if http2 {
         let (mut sender, conn) =

@@ -1,81 +1,23 @@
 //! The webhook server as the API server sees it: real AdmissionReview requests over TLS on
 //! loopback, trusting only the CA the operator issued, and a certificate renewed in place.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+mod support;
+
+use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::authentication::v1::UserInfo;
-use lameduck_api::ShutdownPolicy;
 use lameduck_operator::{
-    admission::PodLabels,
-    certs::{self, Bundle, CertSettings, Plan, Reason},
+    certs::{self, Bundle, Plan, Reason},
     metrics::Metrics,
-    powers::Power,
-    webhook::{self, Knowledge, ServingCert},
+    webhook::{self, ServingCert},
 };
-use rustls::{
-    ClientConfig, RootCertStore,
-    pki_types::{CertificateDer, ServerName, pem::PemObject},
-};
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
+use support::{Fixed, cert_settings, now, pod_review, trusting};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
-
-struct Fixed(Vec<Arc<ShutdownPolicy>>);
-
-/// Who holds which power, as the API server's SubjectAccessReviews would say: `alice` may exec
-/// in `shop`; nobody may add ephemeral containers; `mallory`'s reviews fail.
-fn holds(user: &UserInfo, namespace: &str, power: Power) -> Result<bool, String> {
-    match user.username.as_deref() {
-        Some("mallory") => Err("simulated API failure".into()),
-        Some("alice") => Ok(namespace == "shop" && power == Power::Exec),
-        _ => Ok(false),
-    }
-}
-
-impl Knowledge for Fixed {
-    fn policies(&self) -> Vec<Arc<ShutdownPolicy>> {
-        self.0.clone()
-    }
-    fn pods_in(&self, _namespace: &str) -> Vec<PodLabels> {
-        vec![PodLabels { name: "web-1".into(), labels: [("app".to_owned(), "web".to_owned())].into() }]
-    }
-    fn may<'a>(
-        &'a self,
-        user: &'a UserInfo,
-        namespace: &'a str,
-        power: Power,
-    ) -> BoxFuture<'a, Result<bool, String>> {
-        Box::pin(async move { holds(user, namespace, power) })
-    }
-}
-
-fn settings() -> CertSettings {
-    CertSettings {
-        hosts: vec!["127.0.0.1".into(), "lameduck-webhook.lameduck.svc".into()],
-        cert_validity: Duration::from_secs(3600),
-        ca_validity: Duration::from_secs(86_400),
-    }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-fn policy() -> Arc<ShutdownPolicy> {
-    Arc::new(
-        serde_json::from_value(json!({
-            "apiVersion": "lameduck.io/v1alpha1", "kind": "ShutdownPolicy",
-            "metadata": {"name": "web", "namespace": "shop", "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"selector": {"matchLabels": {"app": "web"}}, "proxy": {"profile": "Lameduck"},
-                     "drain": {"waitBeforeExit": "45s", "shutdownGracePeriod": "10s", "enforce": "Fix"}},
-        }))
-        .unwrap(),
-    )
-}
 
 async fn start(bundle: &Bundle) -> (SocketAddr, Arc<ServingCert>, Metrics) {
     let serving = Arc::new(ServingCert::default());
@@ -86,7 +28,7 @@ async fn start(bundle: &Bundle) -> (SocketAddr, Arc<ServingCert>, Metrics) {
     tokio::spawn(webhook::serve(
         listener,
         webhook::tls_config(serving.clone()).unwrap(),
-        Arc::new(Fixed(vec![policy()])),
+        Arc::new(Fixed),
         metrics.clone(),
     ));
     (addr, serving, metrics)
@@ -101,16 +43,8 @@ async fn post(
     body: &Value,
     http2: bool,
 ) -> Result<(u16, Value), String> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![if http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+    let alpn: &[u8] = if http2 { b"h2" } else { b"http/1.1" };
+    let config = trusting(ca_pem.as_bytes(), alpn);
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let tls = TlsConnector::from(Arc::new(config))
         .connect(ServerName::IpAddress(addr.ip().into()), tcp)
@@ -142,23 +76,6 @@ async fn post(
     ))
 }
 
-fn pod_review(uid: &str) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop", "operation": "CREATE", "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": "web-", "labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "app", "image": "app"}, {"name": "lameduck-proxy", "image": "proxy"}]},
-            },
-        },
-    })
-}
-
 /// kube's AdmissionResponse writes the patch as a JSON array of bytes, which the API server's
 /// decoder reads as a `[]byte` just as it reads base64.
 fn decoded_patch(response: &Value) -> Vec<Value> {
@@ -168,7 +85,7 @@ fn decoded_patch(response: &Value) -> Vec<Value> {
 
 #[tokio::test]
 async fn answers_pod_reviews_with_a_json_patch_over_http1_and_http2() {
-    let bundle = certs::issue(&Plan::All(Reason::Missing), None, &settings(), now()).unwrap();
+    let bundle = certs::issue(&Plan::All(Reason::Missing), None, &cert_settings(), now()).unwrap();
     let (addr, _serving, metrics) = start(&bundle).await;
     let ca = String::from_utf8(bundle.ca_bundle()).unwrap();
     for (uid, http2) in
@@ -204,7 +121,7 @@ async fn answers_pod_reviews_with_a_json_patch_over_http1_and_http2() {
 
 #[tokio::test]
 async fn refuses_malformed_policies_over_tls() {
-    let bundle = certs::issue(&Plan::All(Reason::Missing), None, &settings(), now()).unwrap();
+    let bundle = certs::issue(&Plan::All(Reason::Missing), None, &cert_settings(), now()).unwrap();
     let (addr, _serving, _) = start(&bundle).await;
     let ca = String::from_utf8(bundle.ca_bundle()).unwrap();
     let review = json!({
@@ -243,7 +160,7 @@ fn policy_review(user: &str, spec: Value) -> Value {
 
 #[tokio::test]
 async fn a_policy_needs_its_author_to_hold_the_powers_it_asks_for() {
-    let bundle = certs::issue(&Plan::All(Reason::Missing), None, &settings(), now()).unwrap();
+    let bundle = certs::issue(&Plan::All(Reason::Missing), None, &cert_settings(), now()).unwrap();
     let (addr, _serving, metrics) = start(&bundle).await;
     let ca = String::from_utf8(bundle.ca_bundle()).unwrap();
     let verdict = |review: Value| {
@@ -282,15 +199,16 @@ async fn a_policy_needs_its_author_to_hold_the_powers_it_asks_for() {
 
 #[tokio::test]
 async fn a_renewed_certificate_is_served_without_a_restart_and_untrusted_clients_fail() {
-    let first = certs::issue(&Plan::All(Reason::Missing), None, &settings(), now()).unwrap();
+    let first = certs::issue(&Plan::All(Reason::Missing), None, &cert_settings(), now()).unwrap();
     let (addr, serving, _) = start(&first).await;
-    let stranger = certs::issue(&Plan::All(Reason::Missing), None, &settings(), now() + 1).unwrap();
+    let stranger = certs::issue(&Plan::All(Reason::Missing), None, &cert_settings(), now() + 1).unwrap();
     let stranger_ca = String::from_utf8(stranger.ca_bundle()).unwrap();
     let err = post(addr, &stranger_ca, "/mutate-pods", &pod_review("u"), false).await.unwrap_err();
     assert!(err.starts_with("handshake"), "{err}");
 
     // The CA is renewed: the bundle trusts both, and the server switches on the next handshake.
-    let renewed = certs::issue(&Plan::All(Reason::CaExpiring), Some(&first), &settings(), now()).unwrap();
+    let renewed =
+        certs::issue(&Plan::All(Reason::CaExpiring), Some(&first), &cert_settings(), now()).unwrap();
     assert_eq!(renewed.ca_certs.len(), 2);
     serving.load(&renewed.cert, &renewed.key).unwrap();
     let only_new = renewed.ca_certs[0].clone();
