@@ -27,11 +27,16 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 /// Creates a ShutdownPolicy named `jobs` for lameduck's proxy with these completion settings.
 async fn policy(ns: &TestNamespace, completion: serde_json::Value) -> ShutdownPolicy {
+    policy_with(ns, json!({"proxy": {"profile": "Lameduck"}, "completion": completion})).await
+}
+
+/// Creates a ShutdownPolicy named `jobs` with this spec.
+async fn policy_with(ns: &TestNamespace, spec: serde_json::Value) -> ShutdownPolicy {
     ns.create(json!({
         "apiVersion": "lameduck.io/v1alpha1",
         "kind": "ShutdownPolicy",
         "metadata": {"name": "jobs"},
-        "spec": {"proxy": {"profile": "Lameduck"}, "completion": completion},
+        "spec": spec,
     }))
     .await
 }
@@ -179,13 +184,7 @@ fn main_to_proxy_exit(pod: &Pod, proxy: &str) -> i64 {
 async fn linkerd_defaults_finish_in_seconds() {
     let ns = TestNamespace::new("op-linkerd").await;
     // Linkerd's profile with every default: all four methods, attemptTimeout 30s.
-    ns.create::<ShutdownPolicy>(json!({
-        "apiVersion": "lameduck.io/v1alpha1",
-        "kind": "ShutdownPolicy",
-        "metadata": {"name": "jobs"},
-        "spec": {"proxy": {"profile": "Linkerd"}},
-    }))
-    .await;
+    policy_with(&ns, json!({"proxy": {"profile": "Linkerd"}})).await;
     let _operator = Operator::start(&ns, "solo", &[]).await;
     // As Linkerd's injector leaves it by default: /shutdown off, the proxy's uid (2102) from its
     // image, `linkerd-await` and `sleep` in the image. Exec would "succeed" (linkerd-await ignores
@@ -224,15 +223,13 @@ async fn linkerd_defaults_finish_in_seconds() {
 async fn a_proxy_that_cannot_be_stopped_gets_max_rounds_then_one_gave_up_event() {
     let ns = TestNamespace::new("op-giveup").await;
     // A custom exec command that always fails, two rounds: then lameduck stops calling.
-    ns.create::<ShutdownPolicy>(json!({
-        "apiVersion": "lameduck.io/v1alpha1",
-        "kind": "ShutdownPolicy",
-        "metadata": {"name": "jobs"},
-        "spec": {
+    policy_with(
+        &ns,
+        json!({
             "proxy": {"profile": "Lameduck", "execCommand": ["lameduck-proxy", "no-such-subcommand"]},
             "completion": {"methods": ["Exec"], "maxRounds": 2},
-        },
-    }))
+        }),
+    )
     .await;
     let operator = Operator::start(&ns, "solo", &["--allow-custom-exec-command"]).await;
     let _: Job = ns.create(meshed_job("report", ENABLED)).await;
@@ -266,15 +263,13 @@ async fn a_proxy_that_cannot_be_stopped_gets_max_rounds_then_one_gave_up_event()
 async fn a_policy_asking_for_a_foreign_image_is_refused_and_grants_nothing() {
     let ns = TestNamespace::new("op-refused").await;
     // As if admitted while the webhook was down: the operator's own allowlist still holds.
-    ns.create::<ShutdownPolicy>(json!({
-        "apiVersion": "lameduck.io/v1alpha1",
-        "kind": "ShutdownPolicy",
-        "metadata": {"name": "jobs"},
-        "spec": {
+    policy_with(
+        &ns,
+        json!({
             "proxy": {"profile": "Lameduck"},
             "completion": {"methods": ["EphemeralContainer"], "ephemeralImage": images::TESTAPP},
-        },
-    }))
+        }),
+    )
     .await;
     let operator = Operator::start(&ns, "solo", &[]).await;
     let _: Job = ns.create(meshed_job("report", ENABLED)).await;
@@ -444,15 +439,13 @@ async fn dry_run_reports_without_acting() {
 async fn a_killed_operator_never_repeats_an_attempt() {
     let ns = TestNamespace::new("op-killed").await;
     // Exec runs a command that hangs, so the operator can be killed in the middle of the call.
-    ns.create::<ShutdownPolicy>(json!({
-        "apiVersion": "lameduck.io/v1alpha1",
-        "kind": "ShutdownPolicy",
-        "metadata": {"name": "jobs"},
-        "spec": {
+    policy_with(
+        &ns,
+        json!({
             "proxy": {"profile": "Lameduck", "execCommand": ["lameduck-proxy", "wait", "--seconds", "120"]},
             "completion": {"methods": ["Exec", "PortForward"], "attemptTimeout": "15s"},
-        },
-    }))
+        }),
+    )
     .await;
     let first = Operator::start(&ns, "first", &["--allow-custom-exec-command"]).await;
     let _: Job = ns.create(meshed_job("report", ENABLED)).await;
