@@ -29,7 +29,8 @@ pub struct ServerLimits {
     pub handshake_timeout: Duration,
     /// From the start of the connection (after TLS) to the end of the first request head, and on
     /// HTTP/1 from the end of one response to the end of the next request head (which also
-    /// closes idle keep-alive connections after this long).
+    /// closes idle keep-alive connections after this long). The webhook gives a request's body
+    /// as long again, from the end of its head.
     pub header_read_timeout: Duration,
 }
 

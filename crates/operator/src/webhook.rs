@@ -189,14 +189,26 @@ async fn handle(
     request: Request<Incoming>,
     knowledge: Arc<dyn Knowledge>,
     metrics: Metrics,
+    body_timeout: std::time::Duration,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.method() != Method::POST {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n".into()));
     }
     let path = request.uri().path().to_owned();
-    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(err) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the body: {err}\n"))),
+    // A body sent a byte at a time would hold its connection's slot for as long as it lasts.
+    let body = match tokio::time::timeout(body_timeout, Limited::new(request.into_body(), MAX_BODY).collect())
+        .await
+    {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(err)) => {
+            return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the body: {err}\n")));
+        }
+        Err(_) => {
+            let mut response =
+                text(StatusCode::REQUEST_TIMEOUT, format!("the body took more than {body_timeout:?}\n"));
+            response.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            return Ok(response);
+        }
     };
     // Reviews are CPU work on small objects; a policy's may also wait on SubjectAccessReviews.
     Ok(answer(&path, &body, knowledge.as_ref(), &metrics).await)
@@ -236,7 +248,9 @@ pub async fn serve_with_limits(
                     return;
                 }
             };
-            let service = service_fn(move |request| handle(request, knowledge.clone(), metrics.clone()));
+            let body_timeout = limits.header_read_timeout;
+            let service =
+                service_fn(move |request| handle(request, knowledge.clone(), metrics.clone(), body_timeout));
             if let Err(err) = server::serve_connection(TokioIo::new(stream), service, limits).await {
                 tracing::debug!(%peer, error = %err, "webhook connection ended with an error");
             }

@@ -188,6 +188,18 @@ async fn webhook_drops_a_client_whose_request_head_stalls_after_tls() {
 }
 
 #[tokio::test]
+async fn webhook_answers_408_and_closes_when_a_body_stalls() {
+    let bundle = bundle();
+    let addr = start_webhook(&bundle, limits(16, LONG, SHORT)).await;
+    let mut stream = tls_connect(addr, &connector(&bundle, b"http/1.1")).await;
+    // A whole head, then ten bytes of the hundred it announces, then nothing.
+    send(&mut stream, "POST /mutate-pods HTTP/1.1\r\nHost: lameduck-webhook\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"apiVers").await;
+    let answer = read_until(&mut stream, "408", PATIENCE).await.expect("a 408 within the deadline");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(closed_after(&mut stream, PATIENCE).await.is_some(), "the connection is closed after the 408");
+}
+
+#[tokio::test]
 async fn admin_drops_clients_whose_request_head_stalls() {
     let addr = start_admin(limits(16, LONG, SHORT)).await;
 
