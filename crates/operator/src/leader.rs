@@ -115,6 +115,25 @@ pub async fn join(
     let duration = Duration::from_secs(settings.duration_secs);
     let margin = margin(duration);
     let renewals = own_renewals(client_for_watch, settings);
+    // The manager renews from inside `changed()`, which must never be dropped half-way through a
+    // renewal: it runs in a task of its own and reports its answers here.
+    let manager = std::sync::Arc::new(manager);
+    let (answers_tx, mut answers) = tokio::sync::mpsc::channel(4);
+    let elector = {
+        let manager = manager.clone();
+        tokio::spawn(async move {
+            loop {
+                let answer = manager.changed().await;
+                let failed = answer.is_err();
+                if answers_tx.send(answer).await.is_err() {
+                    return;
+                }
+                if failed {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        })
+    };
     let task = tokio::spawn(async move {
         tokio::pin!(renewals);
         let (mut leading, mut renewed) = (false, None);
@@ -126,16 +145,13 @@ pub async fn join(
             });
             tokio::select! {
                 _ = &mut stopped => break,
-                changed = manager.changed() => match changed {
+                Some(answer) = answers.recv() => match answer {
                     Ok(now_leading) => {
                         tracing::info!(%identity, leading = now_leading, "leader election");
                         leading = now_leading;
                     }
-                    Err(err) => {
-                        // Renewals may still succeed later; the fence below stops acting in time.
-                        tracing::warn!(%identity, error = %err, "cannot renew or read the leader Lease");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
+                    // Renewals may still succeed later; the fence below stops acting in time.
+                    Err(err) => tracing::warn!(%identity, error = %err, "cannot renew or read the leader Lease"),
                 },
                 Some(seen) = renewals.next() => renewed = seen,
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(|| tokio::time::Instant::now() + duration)) => {}
@@ -152,6 +168,9 @@ pub async fn join(
         }
         state.send_replace(false);
         metrics.leader.set(0);
+        // Stopped between renewals or in one: either way no renewal follows the release.
+        elector.abort();
+        let _ = elector.await;
         manager.release().await
     });
     Ok(Election { is_leader, stop, task })

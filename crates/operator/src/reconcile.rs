@@ -55,13 +55,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The terms a decision about a pod under `applied` is bound by.
-    pub fn terms<'a>(&self, applied: &'a Applied) -> Terms<'a> {
-        Terms {
-            spec: &applied.spec,
-            generation: applied.generation,
-            max_ephemeral_containers: self.max_ephemeral_containers,
-        }
+    /// The terms a decision about a pod under `spec` (at `generation`) is bound by.
+    pub fn terms<'a>(&self, spec: &'a ShutdownPolicySpec, generation: i64) -> Terms<'a> {
+        Terms { spec, generation, max_ephemeral_containers: self.max_ephemeral_containers }
     }
 }
 
@@ -385,7 +381,7 @@ async fn act(ctx: &Context, pod: &Pod) -> Result<Requeue, Error> {
         }
     };
     let now = Timestamp::now();
-    let terms = ctx.settings.terms(&applied);
+    let terms = ctx.settings.terms(&applied.spec, applied.generation);
     let action = decide(pod, &terms, &log, now);
     tracing::debug!(pod = %pod.name_any(), namespace = ?pod.namespace(), ?action, "decided");
     match action {
@@ -579,10 +575,16 @@ async fn record_outcome(pods: &Api<Pod>, pod: &Pod, number: u32, outcome: Outcom
 }
 
 /// Writes the pod's result once (conditional, so two replicas cannot both count it), then
-/// counts it. `false`: already written, or lost a race; the caller looks again.
-async fn record_result(ctx: &Context, pod: &Pod, applied: &Applied, ending: Ending) -> Result<bool, Error> {
+/// counts it. `Some(requeue)` when it was not written: already there (nothing more to do), or a
+/// lost race (look again soon).
+async fn record_result(
+    ctx: &Context,
+    pod: &Pod,
+    applied: &Applied,
+    ending: Ending,
+) -> Result<Option<Requeue>, Error> {
     if pod.annotations().contains_key(annotations::SHUTDOWN_RESULT) {
-        return Ok(false);
+        return Ok(Some(Requeue::await_change()));
     }
     let value = match ending {
         Ending::Succeeded => "succeeded",
@@ -590,7 +592,7 @@ async fn record_result(ctx: &Context, pod: &Pod, applied: &Applied, ending: Endi
         Ending::GaveUp => "gaveUp",
     };
     if !patch_if_unchanged(&ctx.pods(pod), pod, json!({ annotations::SHUTDOWN_RESULT: value })).await? {
-        return Ok(false);
+        return Ok(Some(Requeue::requeue(AFTER_CONFLICT)));
     }
     let label = match ending {
         Ending::Succeeded => "succeeded",
@@ -601,7 +603,7 @@ async fn record_result(ctx: &Context, pod: &Pod, applied: &Applied, ending: Endi
     if let Some(policy) = &applied.policy {
         ctx.books.pending.add((pod.namespace().unwrap_or_default(), policy.clone()), ending);
     }
-    Ok(true)
+    Ok(None)
 }
 
 /// Reports, once per pod, how lameduck's attempts ended.
@@ -613,12 +615,8 @@ async fn report(
     attempts: u32,
 ) -> Result<Requeue, Error> {
     let ending = if exit_code == 0 { Ending::Succeeded } else { Ending::Failed };
-    if !record_result(ctx, pod, applied, ending).await? {
-        return Ok(if pod.annotations().contains_key(annotations::SHUTDOWN_RESULT) {
-            Requeue::await_change()
-        } else {
-            Requeue::requeue(AFTER_CONFLICT)
-        });
+    if let Some(requeue) = record_result(ctx, pod, applied, ending).await? {
+        return Ok(requeue);
     }
     let proxy = applied.spec.proxy.resolve();
     let proxy_exit = pod
@@ -663,12 +661,8 @@ async fn give_up(
     reason: &GaveUp,
     attempts: u32,
 ) -> Result<Requeue, Error> {
-    if !record_result(ctx, pod, applied, Ending::GaveUp).await? {
-        return Ok(if pod.annotations().contains_key(annotations::SHUTDOWN_RESULT) {
-            Requeue::await_change()
-        } else {
-            Requeue::requeue(AFTER_CONFLICT)
-        });
+    if let Some(requeue) = record_result(ctx, pod, applied, Ending::GaveUp).await? {
+        return Ok(requeue);
     }
     let policy = match &applied.policy {
         Some(name) => format!("ShutdownPolicy {name}'s spec changes"),

@@ -15,7 +15,6 @@ use lameduck_api::{
 };
 
 use crate::{
-    applied::Applied,
     attempts::AttemptLog,
     decide::{Action, Waiting, decide},
     powers::{Refusal, refusal},
@@ -91,19 +90,14 @@ pub fn summarize(
         for (policy, reason) in &selection.invalid {
             summary.policies.entry(key(policy)).or_default().invalid = Some(reason.clone());
         }
-        let applied = match selection.winner {
-            Some(winner) => Applied {
-                policy: Some(winner.name_any()),
-                generation: winner.metadata.generation.unwrap_or(0),
-                spec: winner.spec.clone(),
-            },
-            None => match default {
-                Some(spec) => Applied { policy: None, generation: 0, spec: spec.clone() },
-                None => continue,
-            },
+        // Borrowed, not cloned: this runs for every cached pod on every status tick.
+        let (spec, generation) = match (selection.winner, default) {
+            (Some(winner), _) => (&winner.spec, winner.metadata.generation.unwrap_or(0)),
+            (None, Some(spec)) => (spec, 0),
+            (None, None) => continue,
         };
         let log = AttemptLog::from_annotations(pod.metadata.annotations.as_ref()).unwrap_or_default();
-        let action = decide(&pod, &settings.terms(&applied), &log, now);
+        let action = decide(&pod, &settings.terms(spec, generation), &log, now);
         if matches!(action, Action::Ignore(_)) {
             continue;
         }

@@ -13,11 +13,11 @@ use std::{
 
 use k8s_openapi::api::{
     authentication::v1::TokenRequest,
-    core::v1::ServiceAccount,
+    core::v1::{Namespace, ServiceAccount},
     rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::PostParams,
     config::{AuthInfo, Kubeconfig, NamedAuthInfo, NamedContext},
 };
@@ -85,9 +85,12 @@ async fn kubeconfig_for(ns: &TestNamespace) -> PathBuf {
             // Another test may create it at the same moment.
             let _ = roles.create(&PostParams::default(), &serde_json::from_value(object).unwrap()).await;
         }
+        // Owned by the test's namespace, so it goes with it (cluster-scoped, it would stay).
+        let namespace = Api::<Namespace>::all(ns.client.clone()).get(&ns.name).await.expect("read namespace");
+        let owner = json!({"apiVersion": "v1", "kind": "Namespace", "name": ns.name, "uid": namespace.uid()});
         let bindings: Api<ClusterRoleBinding> = Api::all(ns.client.clone());
         let binding: ClusterRoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": format!("{}-{role}", ns.name)},
+            "metadata": {"name": format!("{}-{role}", ns.name), "ownerReferences": [owner]},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
             "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": ns.name}],
         }))

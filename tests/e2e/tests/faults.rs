@@ -49,10 +49,11 @@ fn cluster_dir() -> PathBuf {
 fn kill(components: &[&str]) {
     for name in components {
         let pidfile = cluster_dir().join("run").join(format!("{name}.pid"));
-        let pid = std::fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
-        let status = Command::new("kill").args(["-KILL", pid.trim()]).status().expect("kill");
-        assert!(status.success(), "kill {name} (pid {})", pid.trim());
-        eprintln!("killed {name} (pid {})", pid.trim());
+        let text = std::fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
+        let pid: i32 = text.trim().parse().unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+            .unwrap_or_else(|e| panic!("kill {name} (pid {pid}): {e}"));
+        eprintln!("killed {name} (pid {pid})");
     }
 }
 
