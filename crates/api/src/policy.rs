@@ -310,3 +310,30 @@ pub mod conditions {
     /// An older policy selects some of the same pods and wins for them.
     pub const CONFLICT: &str = "Conflict";
 }
+
+/// Which policy: its namespace and name, the key status counts and summaries are kept under.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PolicyId {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+
+    /// The id of a stored policy.
+    pub fn of(policy: &ShutdownPolicy) -> Self {
+        Self::new(
+            policy.metadata.namespace.clone().unwrap_or_default(),
+            policy.metadata.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+impl std::fmt::Display for PolicyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}

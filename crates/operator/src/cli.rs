@@ -10,8 +10,8 @@ use lameduck_api::{
 };
 
 use crate::{
-    applied::default_spec, certs::CertSettings, leader::LeaseSettings, powers::Limits,
-    webhook_certs::CertConfig,
+    controller::applied::default_spec, leader::LeaseSettings, powers::Limits, webhook::certs::CertSettings,
+    webhook::secret::CertConfig,
 };
 
 /// Finishes meshed Job and CronJob pods whose main containers exited while the proxy runs.

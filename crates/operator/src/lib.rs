@@ -1,9 +1,17 @@
-//! lameduck's operator: finishes meshed Job and CronJob pods whose main containers exited while
-//! the proxy keeps running.
+//! lameduck's operator: finishes run-to-completion pods whose main containers exited while their
+//! sidecars keep running, checks and mutates pods at admission, and reports what it sees.
 //!
-//! The pure core (`decide`, `summary`, `ephemeral`, `job_pod`, `applied`) has no client and no
-//! clock; `reconcile` is the one component that acts on pods, `status` the one that writes
-//! `ShutdownPolicy` status.
+//! One folder per subsystem:
+//! - [`controller`]: what to do with one pod (`decide`, pure) and the one component that does it
+//!   (`reconcile`), with the shutdown methods and the record kept on the pod.
+//! - [`status`]: the gauges and each `ShutdownPolicy`'s status, summed up from the cache
+//!   (`summary`, pure) and written by one loop.
+//! - [`webhook`]: the admission webhook: its verdicts (`admission`, pure), its HTTPS server and
+//!   its certificates.
+//! - [`audit`]: the watch of admitted pods that finds the ones the webhook missed.
+//!
+//! Beside them: the command line, metrics, events, leader election, the servers' shared limits,
+//! and [`powers`], what a policy may make the operator do.
 #![forbid(unsafe_code)]
 
 /// Makes a slim pod type (a struct with a `metadata: ObjectMeta` field that deserializes only
@@ -37,24 +45,13 @@ macro_rules! slim_pod_resource {
 }
 
 pub mod admin;
-pub mod admission;
-pub mod admitted;
-pub mod admitted_pod;
-pub mod applied;
-pub mod attempts;
-pub mod certs;
+pub mod audit;
 pub mod cli;
-pub mod decide;
-pub mod ephemeral;
+pub mod controller;
 pub mod events;
-pub mod job_pod;
 pub mod leader;
-pub mod methods;
 pub mod metrics;
 pub mod powers;
-pub mod reconcile;
 pub mod server;
 pub mod status;
-pub mod summary;
 pub mod webhook;
-pub mod webhook_certs;

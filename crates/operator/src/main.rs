@@ -31,19 +31,22 @@ use lameduck_api::{
 };
 use lameduck_operator::{
     admin,
-    admission::PodLabels,
-    admitted::{self, PodIndex},
-    admitted_pod::AdmittedPod,
+    audit::pod::AdmittedPod,
+    audit::{self, index::PodIndex},
     cli::{Cli, Config, LogFormat},
+    controller::books::Bookkeeping,
+    controller::pod::SlimPod,
+    controller::reconcile::{Context, Settings, error_policy, reconcile},
     events::Publisher,
-    job_pod::JobPod,
     leader,
     metrics::Metrics,
     powers::{self, Power},
-    reconcile::{Bookkeeping, Context, Settings, error_policy, reconcile},
-    status::{self, Scope},
-    webhook::{self, Knowledge, ServingCert},
-    webhook_certs,
+    status::writer::{self as status, Scope},
+    webhook::admission::PodLabels,
+    webhook::{
+        https::{self as webhook, Knowledge, ServingCert},
+        secret as webhook_certs,
+    },
 };
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 
@@ -190,7 +193,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Some(ns) => Api::<AdmittedPod>::namespaced(client.clone(), ns),
             None => Api::<AdmittedPod>::all(client.clone()),
         });
-        let (pods_api, policies_api): (Api<JobPod>, Api<ShutdownPolicy>) = match &namespace {
+        let (pods_api, policies_api): (Api<SlimPod>, Api<ShutdownPolicy>) = match &namespace {
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
@@ -203,7 +206,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let pods =
             watcher(pods_api, with_fields(watcher::Config::default().labels(labels::JOB_NAME), &excluded))
                 .default_backoff()
-                .modify(JobPod::trim)
+                .modify(SlimPod::trim)
                 .reflect(pod_writer)
                 .inspect(synced_when_listed(pods_synced.clone()))
                 .applied_objects();
@@ -380,7 +383,7 @@ fn start_webhook(
         tokio::spawn(async move {
             until(|| all_set(&synced)).await;
             let pods = watcher(api, watch_config).default_backoff();
-            admitted::follow(pods, policies, index, publisher, leader).await;
+            audit::index::follow(pods, policies, index, publisher, leader).await;
         });
     }
     let (metrics, leader) = (metrics.clone(), is_leader.clone());
@@ -388,7 +391,7 @@ fn start_webhook(
         let mut ticker = tokio::time::interval(export_interval);
         loop {
             ticker.tick().await;
-            admitted::export(&index, &metrics, *leader.borrow());
+            audit::index::export(&index, &metrics, *leader.borrow());
         }
     });
     tracing::info!(addr = %config.addr, secret = %config.certs.secret_name, "admission webhook serving");

@@ -11,23 +11,20 @@ use kube::{
 };
 use lameduck_api::{ShutdownPolicy, names::annotations};
 use lameduck_operator::{
-    events::Publisher,
-    job_pod::JobPod,
-    metrics::Metrics,
-    powers::Limits,
-    reconcile::{Bookkeeping, Context, Error, Settings, error_policy, reconcile},
+    controller::pod::SlimPod,
+    controller::reconcile::{Context, Error, error_policy, reconcile},
 };
 use serde_json::json;
 use tokio::sync::watch;
 use tower_test::mock::Handle;
 
 /// A stuck pod: main exited 5s ago, the proxy (its `/shutdown` on) runs, no attempt yet.
-fn stuck_pod() -> JobPod {
+fn stuck_pod() -> SlimPod {
     pod(json!({"running": {}}), None)
 }
 
 /// The pod with its proxy in `proxy_state` and `annotations`.
-fn pod(proxy_state: serde_json::Value, annotations: Option<serde_json::Value>) -> JobPod {
+fn pod(proxy_state: serde_json::Value, annotations: Option<serde_json::Value>) -> SlimPod {
     let finished = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(5);
     serde_json::from_value(json!({
         "metadata": {
@@ -62,24 +59,7 @@ fn context() -> (Arc<Context>, ApiServer, watch::Sender<bool>) {
     }))
     .unwrap();
     writer.apply_watcher_event(&watcher::Event::Apply(policy));
-    let (leader_tx, leader) = watch::channel(true);
-    let settings = Settings {
-        dry_run: false,
-        default: None,
-        ephemeral_image: "img".into(),
-        limits: Limits { allowed_images: vec!["img".into()], allow_custom_exec_command: false },
-        max_ephemeral_containers: 4,
-        concurrency_per_namespace: 4,
-    };
-    let ctx = Context::new(
-        client.clone(),
-        policies,
-        settings,
-        leader,
-        Metrics::new(),
-        Publisher::new(client, "test".into()),
-        Arc::new(Bookkeeping::default()),
-    );
+    let (ctx, leader_tx) = Context::test(client, policies);
     (Arc::new(ctx), handle, leader_tx)
 }
 

@@ -16,10 +16,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use lameduck_operator::{
     admin,
-    certs::Bundle,
     metrics::Metrics,
     server::ServerLimits,
-    webhook::{self, ServingCert},
+    webhook::certs::Bundle,
+    webhook::https::{self as webhook, ServingCert},
 };
 use rustls::pki_types::ServerName;
 use support::{Fixed, bundle, pod_review, trusting};

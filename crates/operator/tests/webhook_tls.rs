@@ -9,9 +9,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use lameduck_operator::{
-    certs::{self, Bundle, Plan, Reason},
     metrics::Metrics,
-    webhook::{self, ServingCert},
+    webhook::certs::{self, Bundle, Plan, Reason},
+    webhook::https::{self as webhook, ServingCert},
 };
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};

@@ -32,7 +32,7 @@ use lameduck_e2e::{
     webhook::Webhook,
     workloads::{job, job_complete, proxy_container},
 };
-use lameduck_operator::attempts::AttemptLog;
+use lameduck_operator::controller::attempts::AttemptLog;
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);

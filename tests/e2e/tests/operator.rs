@@ -20,7 +20,7 @@ use lameduck_e2e::{
     phase,
     workloads::{job, job_complete, job_has, job_pod, proxy_container},
 };
-use lameduck_operator::attempts::{AttemptLog, Outcome};
+use lameduck_operator::controller::attempts::{AttemptLog, Outcome};
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);

@@ -9,10 +9,10 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::UserInfo;
 use lameduck_api::ShutdownPolicy;
 use lameduck_operator::{
-    admission::PodLabels,
-    certs::{self, Bundle, CertSettings, Plan, Reason},
     powers::Power,
-    webhook::Knowledge,
+    webhook::admission::PodLabels,
+    webhook::certs::{self, Bundle, CertSettings, Plan, Reason},
+    webhook::https::Knowledge,
 };
 use rustls::{
     ClientConfig, RootCertStore,

@@ -23,7 +23,7 @@ use lameduck_api::{
     policy::MAX_ATTEMPT_TIMEOUT_SECONDS,
 };
 
-use crate::attempts::{Attempt, AttemptLog, Epoch, Outcome};
+use crate::controller::attempts::{Attempt, AttemptLog, Epoch, Outcome};
 
 /// The first pause between rounds; it doubles each round.
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);

@@ -9,23 +9,30 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::reflector::Store,
 };
-use lameduck_api::{ShutdownCounts, ShutdownPolicy, names::events, policy::conditions};
+use lameduck_api::{
+    ShutdownCounts, ShutdownPolicy,
+    names::events,
+    policy::{PolicyId, conditions},
+};
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::{
+    controller::pod::SlimPod,
+    controller::{
+        books::{Bookkeeping, PendingCounts},
+        reconcile::Settings,
+    },
     events::{EventType, Publisher},
-    job_pod::JobPod,
     metrics::Metrics,
     powers::REFUSAL_REASONS,
-    reconcile::{Bookkeeping, PendingCounts, Settings},
-    summary::{REFUSED, Summary, desired_status, same_status, summarize},
+    status::summary::{REFUSED, Summary, desired_status, same_status, summarize},
 };
 
 /// The caches of one watch scope (all namespaces, or one).
 #[derive(Clone)]
 pub struct Scope {
-    pub pods: Store<JobPod>,
+    pub pods: Store<SlimPod>,
     pub policies: Store<ShutdownPolicy>,
     pub books: Arc<Bookkeeping>,
 }
@@ -94,12 +101,12 @@ async fn write_statuses(
     client: &Client,
     publisher: &Publisher,
     policies: &[Arc<ShutdownPolicy>],
-    summaries: &BTreeMap<(String, String), crate::summary::PolicySummary>,
+    summaries: &BTreeMap<PolicyId, crate::status::summary::PolicySummary>,
     pending: &PendingCounts,
     now: Timestamp,
 ) {
     for policy in policies {
-        let key = (policy.namespace().unwrap_or_default(), policy.name_any());
+        let key = PolicyId::of(policy);
         let Some(summary) = summaries.get(&key) else { continue };
         let add = pending.take(&key);
         let current = policy.status.clone().unwrap_or_default();
@@ -112,13 +119,13 @@ async fn write_statuses(
         if same_status(&current, &desired) && add == ShutdownCounts::default() {
             continue;
         }
-        let api: Api<ShutdownPolicy> = Api::namespaced(client.clone(), &key.0);
+        let api: Api<ShutdownPolicy> = Api::namespaced(client.clone(), &key.namespace);
         // Conditional on the cached version: the counts add to what that version says, so a
         // stale cache must not overwrite a newer count.
         let patch =
             json!({ "metadata": { "resourceVersion": policy.resource_version() }, "status": desired });
-        if let Err(err) = api.patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            tracing::debug!(policy = %key.1, namespace = %key.0, error = %err, "status not written; next time");
+        if let Err(err) = api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            tracing::debug!(policy = %key, error = %err, "status not written; next time");
             pending.put_back(key, add);
             continue;
         }
@@ -140,7 +147,7 @@ async fn write_statuses(
                 )
                 .await
         {
-            tracing::warn!(policy = %key.1, namespace = %key.0, error = %err, "cannot publish event");
+            tracing::warn!(policy = %key, error = %err, "cannot publish event");
         }
     }
 }

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 };
 use lameduck_api::{ResolvedProxy, ShutdownMethod, names::containers};
 
-use crate::attempts::Attempt;
+use crate::controller::attempts::Attempt;
 
 /// The label a namespace's Pod Security admission level is read from.
 pub const ENFORCE_LABEL: &str = "pod-security.kubernetes.io/enforce";
@@ -163,7 +163,7 @@ pub fn shutdown_container(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attempts::Epoch;
+    use crate::controller::attempts::Epoch;
     use lameduck_api::{ProxyProfile, ProxySpec};
 
     fn attempt(method: ShutdownMethod) -> Attempt {

@@ -42,8 +42,8 @@ status:
 const DONE: &str = "{terminated: {exitCode: 0, finishedAt: '2026-11-21T07:59:00Z'}}";
 const RUNNING: &str = "{running: {}}";
 
-fn key(name: &str) -> (String, String) {
-    ("jobs".to_owned(), name.to_owned())
+fn key(name: &str) -> PolicyId {
+    PolicyId::new("jobs", name)
 }
 
 #[test]
@@ -80,7 +80,10 @@ fn the_younger_of_two_overlapping_policies_reports_the_conflict() {
         &Settings::for_tests(None),
         now(),
     );
-    assert_eq!(summary.policies[&key("young")].conflict, Some(("p1".into(), "old".into())));
+    assert_eq!(
+        summary.policies[&key("young")].conflict,
+        Some(Conflict { pod: "p1".into(), winner: "old".into() })
+    );
     assert_eq!(summary.policies[&key("young")].matched, 0);
     assert_eq!(summary.policies[&key("old")].matched, 1);
 

@@ -1,5 +1,5 @@
 //! Keeps the webhook's certificates: the leader creates and renews them in a Secret (see
-//! [`crate::certs`] for when) and patches the CA bundle into the webhook configurations; every
+//! [`crate::webhook::certs`] for when) and patches the CA bundle into the webhook configurations; every
 //! replica serves what the Secret holds. Runs as a loop that converges, so a webhook
 //! configuration re-created by `helm upgrade` with an empty `caBundle` is patched again.
 
@@ -26,9 +26,9 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::{
-    certs::{self, Bundle, CertSettings, Plan},
     metrics::Metrics,
-    webhook::ServingCert,
+    webhook::certs::{self, Bundle, CertSettings, Plan},
+    webhook::https::ServingCert,
 };
 
 /// Where the certificates live and what they are for.

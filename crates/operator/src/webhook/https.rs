@@ -1,5 +1,5 @@
 //! The admission webhook's HTTPS server: reads `AdmissionReview`s, answers with
-//! [`crate::admission`]'s verdicts. The certificate is swapped in place when it is renewed, so
+//! [`crate::webhook::admission`]'s verdicts. The certificate is swapped in place when it is renewed, so
 //! rotation needs no restart.
 
 use std::{
@@ -30,10 +30,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
-    admission::{self, PodLabels, Verdict},
     metrics::Metrics,
     powers::Power,
     server::{self, ServerLimits},
+    webhook::admission::{self, PodLabels, Verdict},
 };
 
 /// The API server sends at most 3 MiB objects; a review carries one (two on updates).

@@ -1,5 +1,5 @@
 use super::*;
-use crate::attempts::Attempt;
+use crate::controller::attempts::Attempt;
 use lameduck_api::ProxyProfile;
 
 /// `decide` under `policy` (generation 0) and the operator's default limits.

@@ -36,7 +36,7 @@ const KEPT_FLAGS: [&str; 2] = ["--enable-shutdown-endpoint", "--settings-file"];
 /// A Job pod as the operator caches it.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct JobPod {
+pub struct SlimPod {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: Spec,
@@ -138,9 +138,9 @@ pub struct SlimStatus {
     pub user: Option<ContainerUser>,
 }
 
-slim_pod_resource!(JobPod);
+slim_pod_resource!(SlimPod);
 
-impl JobPod {
+impl SlimPod {
     /// Drops what is still too much: managed fields, other annotations, other tools' ephemeral
     /// containers, termination messages (up to 4 KiB each).
     pub fn trim(&mut self) {
@@ -239,8 +239,8 @@ impl JobPod {
 mod tests {
     use super::*;
     use crate::{
-        attempts::AttemptLog,
-        decide::{Terms, decide},
+        controller::attempts::AttemptLog,
+        controller::decide::{Terms, decide},
     };
     use lameduck_api::ShutdownPolicySpec;
 
@@ -291,7 +291,7 @@ status:
     #[test]
     fn keeps_what_decisions_read_and_drops_the_rest() {
         let full: Pod = serde_yaml_ng::from_str(FULL_POD).unwrap();
-        let mut slim: JobPod = serde_yaml_ng::from_str(FULL_POD).unwrap();
+        let mut slim: SlimPod = serde_yaml_ng::from_str(FULL_POD).unwrap();
         slim.trim();
         let trimmed = slim.to_pod();
 

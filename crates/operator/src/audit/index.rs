@@ -26,10 +26,10 @@ use lameduck_api::{
 use tokio::sync::watch;
 
 use crate::{
-    admission::PodLabels,
-    admitted_pod::AdmittedPod,
+    audit::pod::AdmittedPod,
     events::{EventType, Publisher},
     metrics::Metrics,
+    webhook::admission::PodLabels,
 };
 
 /// What a policy should have done to a pod, and what the pod's timing looks like.

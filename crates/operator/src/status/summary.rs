@@ -11,14 +11,16 @@ use k8s_openapi::{
 };
 use kube::ResourceExt;
 use lameduck_api::{
-    ShutdownCounts, ShutdownPolicy, ShutdownPolicySpec, ShutdownPolicyStatus, policy::conditions, selection,
+    ShutdownCounts, ShutdownPolicy, ShutdownPolicySpec, ShutdownPolicyStatus,
+    policy::{PolicyId, conditions},
+    selection,
 };
 
 use crate::{
-    attempts::AttemptLog,
-    decide::{Action, Waiting, decide},
+    controller::attempts::AttemptLog,
+    controller::decide::{Action, Waiting, decide},
+    controller::reconcile::Settings,
     powers::{Refusal, refusal},
-    reconcile::Settings,
 };
 
 /// Whether a decision means the pod is stuck: its main containers are done and its proxy runs.
@@ -39,12 +41,20 @@ pub fn is_stuck(action: &Action) -> bool {
 pub struct PolicySummary {
     pub matched: i32,
     pub stuck: i32,
-    /// A pod this policy selects but an older policy wins, and that policy's name.
-    pub conflict: Option<(String, String)>,
+    /// A pod this policy selects but an older policy wins.
+    pub conflict: Option<Conflict>,
     /// Why the selector could not be used.
     pub invalid: Option<String>,
     /// Why the operator will not act on this policy.
     pub refused: Option<Refusal>,
+}
+
+/// A pod that two policies select: the older one applies to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub pod: String,
+    /// The older policy's name (it is in the same namespace).
+    pub winner: String,
 }
 
 /// The pods of one watch scope, summed up.
@@ -55,11 +65,7 @@ pub struct Summary {
     /// Of those, the stuck ones.
     pub stuck: i64,
     /// By policy namespace and name; every policy given appears.
-    pub policies: BTreeMap<(String, String), PolicySummary>,
-}
-
-fn key(policy: &ShutdownPolicy) -> (String, String) {
-    (policy.namespace().unwrap_or_default(), policy.name_any())
+    pub policies: BTreeMap<PolicyId, PolicySummary>,
 }
 
 fn is_finished(pod: &Pod) -> bool {
@@ -79,7 +85,7 @@ pub fn summarize(
             .iter()
             .map(|p| {
                 let refused = refusal(&p.spec, &settings.limits);
-                (key(p), PolicySummary { refused, ..PolicySummary::default() })
+                (PolicyId::of(p), PolicySummary { refused, ..PolicySummary::default() })
             })
             .collect(),
         ..Summary::default()
@@ -88,7 +94,7 @@ pub fn summarize(
         let selection =
             selection::select(policies.iter().map(Arc::as_ref), pod.namespace().as_deref(), pod.labels());
         for (policy, reason) in &selection.invalid {
-            summary.policies.entry(key(policy)).or_default().invalid = Some(reason.clone());
+            summary.policies.entry(PolicyId::of(policy)).or_default().invalid = Some(reason.clone());
         }
         // Borrowed, not cloned: this runs for every cached pod on every status tick.
         let (spec, generation) = match (selection.winner, default) {
@@ -105,12 +111,14 @@ pub fn summarize(
         summary.observed += 1;
         summary.stuck += i64::from(stuck);
         if let Some(winner) = selection.winner {
-            let entry = summary.policies.entry(key(winner)).or_default();
+            let entry = summary.policies.entry(PolicyId::of(winner)).or_default();
             entry.matched += 1;
             entry.stuck += i32::from(stuck);
             for loser in &selection.losers {
-                let entry = summary.policies.entry(key(loser)).or_default();
-                entry.conflict.get_or_insert_with(|| (pod.name_any(), winner.name_any()));
+                let entry = summary.policies.entry(PolicyId::of(loser)).or_default();
+                entry
+                    .conflict
+                    .get_or_insert_with(|| Conflict { pod: pod.name_any(), winner: winner.name_any() });
             }
         }
     }
@@ -161,7 +169,7 @@ pub fn desired_status(
         ),
     };
     let conflict = match &summary.conflict {
-        Some((pod, winner)) => condition(
+        Some(Conflict { pod, winner }) => condition(
             conditions::CONFLICT,
             true,
             "OlderPolicyWins",

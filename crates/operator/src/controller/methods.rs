@@ -23,8 +23,8 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::{
-    attempts::{Attempt, Outcome},
-    ephemeral::{self, ENFORCE_LABEL, PodSecurity},
+    controller::attempts::{Attempt, Outcome},
+    controller::ephemeral::{self, ENFORCE_LABEL, PodSecurity},
 };
 
 /// Events carry at most 1 kB; outputs are cut well below that.
