@@ -23,7 +23,8 @@ use k8s_openapi::{
 use crate::{
     Enforce, ProxyProfile, ShutdownPolicySpec,
     names::{annotations, containers, env, paths, settings_file},
-    timing::{PodShape, Severity, Timeline},
+    shape::{PodShape, is_native_sidecar},
+    timing::{Severity, Timeline},
 };
 
 /// What applying the policy did.
@@ -73,7 +74,7 @@ fn wait_hook(profile: ProxyProfile, seconds: i64) -> LifecycleHandler {
         ]),
         // Linkerd's distroless image ships /bin/sleep and nothing else to wait with.
         ProxyProfile::Linkerd => exec(vec!["/bin/sleep".into(), seconds.to_string()]),
-        ProxyProfile::Istio | ProxyProfile::Custom => {
+        ProxyProfile::Istio | ProxyProfile::CloudSqlProxy | ProxyProfile::Custom => {
             LifecycleHandler { sleep: Some(SleepAction { seconds }), ..LifecycleHandler::default() }
         }
     }
@@ -83,7 +84,7 @@ fn wait_hook(profile: ProxyProfile, seconds: i64) -> LifecycleHandler {
 pub fn apply(pod: &mut Pod, policy_name: &str, policy: &ShutdownPolicySpec) -> Result<Applied, Rejected> {
     let before = pod.clone();
     let mut applied = Applied::default();
-    let proxy = policy.proxy.resolve();
+    let proxy = policy.mesh_proxy().resolve();
     let Some(spec) = pod.spec.as_mut() else { return Ok(applied) };
 
     // Find the proxy; move it to the init containers when the policy asks for a native sidecar.
@@ -92,7 +93,7 @@ pub fn apply(pod: &mut Pod, policy_name: &str, policy: &ShutdownPolicySpec) -> R
         .init_containers
         .iter()
         .flatten()
-        .position(|c| c.name == proxy.container_name && c.restart_policy.as_deref() == Some("Always"));
+        .position(|c| c.name == proxy.container_name && is_native_sidecar(c));
     let container: &mut Container = match (classic, native) {
         (Some(index), None) if policy.drain.native_sidecar => {
             let mut moved = spec.containers.remove(index);
@@ -105,7 +106,7 @@ pub fn apply(pod: &mut Pod, policy_name: &str, policy: &ShutdownPolicySpec) -> R
         (_, Some(index)) => &mut spec.init_containers.as_mut().expect("found in it")[index],
         (None, None) => return Ok(applied),
     };
-    let is_native = container.restart_policy.as_deref() == Some("Always");
+    let is_native = is_native_sidecar(container);
 
     if is_native {
         // The kubelet stops a native sidecar after the app: a preStop wait only delays the end.
@@ -189,7 +190,7 @@ pub fn apply(pod: &mut Pod, policy_name: &str, policy: &ShutdownPolicySpec) -> R
                 set_env(container, env::LINKERD_SHUTDOWN_ENDPOINT_ENABLED, endpoint.clone());
             }
         }
-        ProxyProfile::Istio | ProxyProfile::Custom => {
+        ProxyProfile::Istio | ProxyProfile::CloudSqlProxy | ProxyProfile::Custom => {
             if grace.is_some() || endpoint.is_some() {
                 applied.warnings.push(format!(
                     "ShutdownPolicy {policy_name}: drain.shutdownGracePeriod and drain.enableShutdownEndpoint \
@@ -217,13 +218,7 @@ fn enforce(
     policy: &ShutdownPolicySpec,
     applied: &mut Applied,
 ) -> Result<(), Rejected> {
-    let empty = BTreeMap::new();
-    let spec = pod.spec.as_ref().expect("checked by apply");
-    let shape = PodShape {
-        spec,
-        annotations: pod.metadata.annotations.as_ref().unwrap_or(&empty),
-        runs_to_completion: spec.restart_policy.as_deref().is_some_and(|p| p != "Always"),
-    };
+    let shape = PodShape::of_pod(pod).expect("checked by apply");
     let timeline = Timeline::of(&shape, Some(policy));
     let errors: Vec<String> = timeline
         .findings()
@@ -259,11 +254,7 @@ fn enforce(
             }
             // What raising the grace period cannot fix (an app preStop longer than the proxy's
             // wait) is still worth a warning.
-            let shape = PodShape {
-                spec,
-                annotations: pod.metadata.annotations.as_ref().unwrap_or(&empty),
-                runs_to_completion: spec.restart_policy.as_deref().is_some_and(|p| p != "Always"),
-            };
+            let shape = PodShape::of_pod(pod).expect("checked by apply");
             for finding in Timeline::of(&shape, Some(policy)).findings() {
                 if finding.severity == Severity::Error {
                     applied.warnings.push(format!(

@@ -16,6 +16,11 @@ use crate::{
     names::{annotations, env},
 };
 
+/// lameduck-proxy's flag that turns its shutdown endpoint on.
+pub const ENABLE_SHUTDOWN_FLAG: &str = "--enable-shutdown-endpoint";
+/// cloud-sql-proxy's flag that turns `/quitquitquit` on.
+pub const QUITQUITQUIT_FLAG: &str = "--quitquitquit";
+
 /// What the pod says about its proxy's shutdown endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -67,8 +72,8 @@ fn truth(text: &str) -> Option<bool> {
     }
 }
 
-/// `--enable-shutdown-endpoint[=BOOL]` (or `--enable-shutdown-endpoint BOOL`) on the command line.
-fn flag_value(container: &Container) -> Option<Option<bool>> {
+/// `FLAG[=BOOL]` (or `FLAG BOOL`) on the command line: `--enable-shutdown-endpoint`, say.
+fn flag_value(container: &Container, flag: &str) -> Option<Option<bool>> {
     let argv: Vec<&str> = container
         .command
         .iter()
@@ -78,9 +83,9 @@ fn flag_value(container: &Container) -> Option<Option<bool>> {
         .collect();
     let mut found = None;
     for (i, arg) in argv.iter().enumerate() {
-        if let Some(value) = arg.strip_prefix("--enable-shutdown-endpoint=") {
+        if let Some(value) = arg.strip_prefix(flag).and_then(|rest| rest.strip_prefix('=')) {
             found = Some(truth(value));
-        } else if *arg == "--enable-shutdown-endpoint" {
+        } else if *arg == flag {
             found = Some(match argv.get(i + 1).map(|next| truth(next)) {
                 Some(Some(value)) => Some(value),
                 // A bare flag means true; the next argument is another flag.
@@ -147,7 +152,7 @@ pub fn shutdown_endpoint(
                     None => Endpoint::Unknown,
                 };
             }
-            let setting = match flag_value(container) {
+            let setting = match flag_value(container, ENABLE_SHUTDOWN_FLAG) {
                 Some(value) => Some(value),
                 None => match env_value(container, env::PROXY_ENABLE_SHUTDOWN_ENDPOINT) {
                     Some(Some(text)) => Some(truth(text)),
@@ -167,6 +172,26 @@ pub fn shutdown_endpoint(
         }
         // pilot-agent always serves /quitquitquit.
         ProxyProfile::Istio => Endpoint::Enabled,
+        // cloud-sql-proxy serves /quitquitquit only when told to.
+        ProxyProfile::CloudSqlProxy => {
+            let setting = match flag_value(container, QUITQUITQUIT_FLAG) {
+                Some(value) => value,
+                None => match env_value(container, env::CLOUD_SQL_PROXY_QUITQUITQUIT) {
+                    Some(Some(text)) => truth(text),
+                    Some(None) => None,
+                    None => Some(false),
+                },
+            };
+            match setting {
+                Some(true) => Endpoint::Enabled,
+                Some(false) => Endpoint::Disabled(format!(
+                    "container {} has neither {QUITQUITQUIT_FLAG} nor {}=true",
+                    container.name,
+                    env::CLOUD_SQL_PROXY_QUITQUITQUIT
+                )),
+                None => Endpoint::Unknown,
+            }
+        }
         ProxyProfile::Custom => Endpoint::Unknown,
     }
 }

@@ -14,11 +14,12 @@ pub mod policy;
 pub mod prestop;
 pub mod profile;
 pub mod selection;
+pub mod shape;
 pub mod timing;
 
 pub use duration::{GoDuration, ParseDurationError};
 pub use policy::{
     CompletionSpec, DrainSpec, Enforce, ProxyProfile, ProxySpec, ShutdownCounts, ShutdownMethod,
-    ShutdownPolicy, ShutdownPolicySpec, ShutdownPolicyStatus,
+    ShutdownPolicy, ShutdownPolicySpec, ShutdownPolicyStatus, SidecarSpec,
 };
-pub use profile::ResolvedProxy;
+pub use profile::{ResolvedProxy, Sidecar};

@@ -16,6 +16,8 @@ pub mod containers {
     pub const LINKERD_PROXY: &str = "linkerd-proxy";
     /// Istio's sidecar.
     pub const ISTIO_PROXY: &str = "istio-proxy";
+    /// The Cloud SQL Auth Proxy, as its documentation names the container.
+    pub const CLOUD_SQL_PROXY: &str = "cloud-sql-proxy";
 }
 
 /// Ports lameduck's proxy listens on; the same numbers as Linkerd's proxy.
@@ -28,6 +30,8 @@ pub mod ports {
     pub const OUTBOUND: u16 = 4140;
     /// The app the proxy forwards inbound traffic to, on loopback.
     pub const APP: u16 = 8080;
+    /// cloud-sql-proxy's admin port (`--admin-port`), which serves `/quitquitquit`.
+    pub const CLOUD_SQL_ADMIN: u16 = 9091;
     /// Istio's pilot-agent status port, which serves `/quitquitquit`.
     pub const ISTIO_STATUS: u16 = 15020;
 }
@@ -42,8 +46,8 @@ pub mod paths {
     pub const METRICS: &str = "/metrics";
     /// Graceful shutdown (POST, loopback only).
     pub const SHUTDOWN: &str = "/shutdown";
-    /// Istio's equivalent of `/shutdown`.
-    pub const ISTIO_QUIT: &str = "/quitquitquit";
+    /// Istio's and cloud-sql-proxy's equivalent of `/shutdown`.
+    pub const QUITQUITQUIT: &str = "/quitquitquit";
 }
 
 /// Environment variables read by lameduck's programs and by Linkerd's proxy.
@@ -60,6 +64,8 @@ pub mod env {
     pub const PROXY_SHUTDOWN_GRACE_PERIOD: &str = "LAMEDUCK_PROXY_SHUTDOWN_GRACE_PERIOD";
     /// `lameduck-proxy --enable-shutdown-endpoint`.
     pub const PROXY_ENABLE_SHUTDOWN_ENDPOINT: &str = "LAMEDUCK_PROXY_ENABLE_SHUTDOWN_ENDPOINT";
+    /// cloud-sql-proxy's env form of `--quitquitquit`.
+    pub const CLOUD_SQL_PROXY_QUITQUITQUIT: &str = "CSQL_PROXY_QUITQUITQUIT";
     /// `lameduck-proxy --settings-file`.
     pub const PROXY_SETTINGS_FILE: &str = "LAMEDUCK_PROXY_SETTINGS_FILE";
     /// `lameduck-proxy --settings-poll-interval`: how often the settings file is re-read.

@@ -43,14 +43,29 @@ use crate::duration::GoDuration;
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.proxy) || !has(self.proxy.profile) || self.proxy.profile != 'Custom' || has(self.proxy.execCommand) || !has(self.completion) || !has(self.completion.methods) || !('Exec' in self.completion.methods)"
 ).message("spec.proxy.execCommand is required when spec.proxy.profile is Custom and spec.completion.methods includes Exec").field_path(".proxy"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.sidecars) || self.sidecars.all(s, !has(s.profile) || s.profile != 'Custom' || has(s.execCommand) || !('Exec' in (has(s.methods) ? s.methods : (has(self.completion) && has(self.completion.methods) ? self.completion.methods : ['Exec']))))"
+).message("spec.sidecars: an entry with profile Custom needs execCommand when its methods (or spec.completion.methods) include Exec").field_path(".sidecars"))]
 #[serde(rename_all = "camelCase")]
 pub struct ShutdownPolicySpec {
     /// Pods in this policy's namespace that it applies to. Empty selects every pod.
     #[serde(default)]
     pub selector: LabelSelector,
-    /// Which container is the proxy and how to reach it.
+    /// Which container is the proxy and how to reach it: the one-sidecar shorthand of
+    /// `sidecars`. Ignored for completion when `sidecars` is given; its drain target is then the
+    /// mesh proxy listed there.
     #[serde(default)]
     pub proxy: ProxySpec,
+    /// The sidecars to stop once the main containers have exited, in this order, each verified
+    /// exited before the next. List the mesh proxy last, so that the others can still drain
+    /// through it. Empty: `proxy` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = kube::core::Rule::new(SIDECARS_UNIQUE_RULE)
+        .message("spec.sidecars: each container may be listed once (a profile without containerName names its own container)"))]
+    #[x_kube(validation = kube::core::Rule::new(SIDECARS_ONE_MESH_RULE)
+        .message("spec.sidecars: at most one mesh proxy (profile Lameduck, Linkerd or Istio)"))]
+    pub sidecars: Vec<SidecarSpec>,
     /// Finishing Job and CronJob pods whose main containers have exited.
     #[serde(default)]
     pub completion: CompletionSpec,
@@ -69,15 +84,41 @@ pub enum ProxyProfile {
     Linkerd,
     /// Istio's sidecar, container `istio-proxy`, `/quitquitquit` on port 15020.
     Istio,
+    /// Cloud SQL Auth Proxy v2, container `cloud-sql-proxy`, `/quitquitquit` on port 9091 (it
+    /// serves it when started with `--quitquitquit`). Not a mesh proxy.
+    CloudSqlProxy,
     /// Anything else: `containerName` is required.
     Custom,
+}
+
+impl ProxyProfile {
+    /// Every profile, for messages and the CRD's CEL rules.
+    pub const ALL: [Self; 5] =
+        [Self::Lameduck, Self::Linkerd, Self::Istio, Self::CloudSqlProxy, Self::Custom];
+
+    /// Whether this is a service mesh's proxy, which the pod's other sidecars may still need and
+    /// which is therefore stopped last.
+    pub const fn is_mesh(self) -> bool {
+        matches!(self, Self::Lameduck | Self::Linkerd | Self::Istio)
+    }
+
+    /// The name used in the CRD and in messages.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Lameduck => "Lameduck",
+            Self::Linkerd => "Linkerd",
+            Self::Istio => "Istio",
+            Self::CloudSqlProxy => "CloudSqlProxy",
+            Self::Custom => "Custom",
+        }
+    }
 }
 
 /// The proxy container of the selected pods.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.profile) || self.profile != 'Custom' || has(self.containerName)"
-).message("spec.proxy.containerName is required when spec.proxy.profile is Custom").field_path(".containerName"))]
+).message("containerName is required when profile is Custom").field_path(".containerName"))]
 #[serde(rename_all = "camelCase")]
 pub struct ProxySpec {
     /// Built-in defaults for a known proxy. The other fields override it.
@@ -88,18 +129,18 @@ pub struct ProxySpec {
     /// use on that container (`pods/exec`, `pods/ephemeralcontainers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
-        .message("spec.proxy.containerName must be a DNS label: lower-case letters, digits and '-'"))]
+        .message("containerName must be a DNS label: lower-case letters, digits and '-'"))]
     #[schemars(length(max = 63))]
     pub container_name: Option<String>,
     /// Port of the proxy's admin server (`/shutdown`, `/ready`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 65535")
-        .message("spec.proxy.adminPort must be between 1 and 65535"))]
+        .message("adminPort must be between 1 and 65535"))]
     pub admin_port: Option<i32>,
     /// Path that shuts the proxy down when POSTed from loopback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self.startsWith('/')")
-        .message("spec.proxy.shutdownPath must start with '/'"))]
+        .message("shutdownPath must start with '/'"))]
     #[schemars(length(max = 256))]
     pub shutdown_path: Option<String>,
     /// Command run in the proxy container by the `Exec` method, instead of the profile's. The
@@ -107,10 +148,31 @@ pub struct ProxySpec {
     /// needs `create` on `pods/exec` in its namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("size(self) > 0 && self.all(arg, size(arg) <= 1024)")
-        .message("spec.proxy.execCommand must name a command (at least one element, each at most 1024 characters)"))]
+        .message("execCommand must name a command (at least one element, each at most 1024 characters)"))]
     #[schemars(length(max = 16))]
     pub exec_command: Option<Vec<String>>,
 }
+
+/// One sidecar to stop: the `proxy` fields (a profile, or `Custom` with a container name) and,
+/// optionally, its own methods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSpec {
+    #[serde(flatten)]
+    pub proxy: ProxySpec,
+    /// Methods for this sidecar, in order; default: `completion.methods`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("size(self) > 0 && self.all(m, self.exists_one(n, n == m))")
+        .message("spec.sidecars[].methods must list at least one method, each once"))]
+    #[schemars(length(max = 4))]
+    pub methods: Option<Vec<ShutdownMethod>>,
+}
+
+// CEL over `spec.sidecars`. An entry's container is its `containerName`, else its profile's
+// (`sidecar_names_match_the_profiles` checks the map against `ProxyProfile::container_name`).
+const SIDECARS_UNIQUE_RULE: &str = "self.all(a, self.exists_one(b, (has(b.containerName) ? b.containerName : {'Lameduck': 'lameduck-proxy', 'Linkerd': 'linkerd-proxy', 'Istio': 'istio-proxy', 'CloudSqlProxy': 'cloud-sql-proxy', 'Custom': ''}[has(b.profile) ? b.profile : 'Linkerd']) == (has(a.containerName) ? a.containerName : {'Lameduck': 'lameduck-proxy', 'Linkerd': 'linkerd-proxy', 'Istio': 'istio-proxy', 'CloudSqlProxy': 'cloud-sql-proxy', 'Custom': ''}[has(a.profile) ? a.profile : 'Linkerd'])))";
+const SIDECARS_ONE_MESH_RULE: &str =
+    "self.filter(s, !has(s.profile) || s.profile in ['Lameduck', 'Linkerd', 'Istio']).size() <= 1";
 
 /// A way to make the proxy exit, tried in the order the policy lists them.
 #[derive(

@@ -1,6 +1,7 @@
 //! Turning a policy's `proxy` section into the concrete facts the operator and webhook act on.
 
 use crate::{
+    ShutdownMethod, ShutdownPolicySpec,
     names::{containers, paths, ports},
     policy::{ProxyProfile, ProxySpec},
 };
@@ -27,6 +28,7 @@ impl ProxyProfile {
             Self::Lameduck => Some(containers::LAMEDUCK_PROXY),
             Self::Linkerd => Some(containers::LINKERD_PROXY),
             Self::Istio => Some(containers::ISTIO_PROXY),
+            Self::CloudSqlProxy => Some(containers::CLOUD_SQL_PROXY),
             Self::Custom => None,
         }
     }
@@ -35,6 +37,7 @@ impl ProxyProfile {
     pub const fn admin_port(self) -> u16 {
         match self {
             Self::Istio => ports::ISTIO_STATUS,
+            Self::CloudSqlProxy => ports::CLOUD_SQL_ADMIN,
             Self::Lameduck | Self::Linkerd | Self::Custom => ports::ADMIN,
         }
     }
@@ -42,7 +45,7 @@ impl ProxyProfile {
     /// The shutdown path this profile uses.
     pub const fn shutdown_path(self) -> &'static str {
         match self {
-            Self::Istio => paths::ISTIO_QUIT,
+            Self::Istio | Self::CloudSqlProxy => paths::QUITQUITQUIT,
             Self::Lameduck | Self::Linkerd | Self::Custom => paths::SHUTDOWN,
         }
     }
@@ -68,7 +71,8 @@ impl ProxyProfile {
                 "0".into(),
             ],
             Self::Istio => vec!["pilot-agent".into(), "request".into(), "POST".into(), "quitquitquit".into()],
-            Self::Custom => return None,
+            // cloud-sql-proxy's image is distroless and has no command that stops it.
+            Self::CloudSqlProxy | Self::Custom => return None,
         };
         Some(argv)
     }
@@ -102,8 +106,48 @@ impl ProxySpec {
     }
 }
 
+/// One sidecar the operator stops: where it is, how to stop it, and the field it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sidecar {
+    pub proxy: ResolvedProxy,
+    /// Its methods, in order: its own, else `completion.methods`.
+    pub methods: Vec<ShutdownMethod>,
+    /// `spec.proxy` or `spec.sidecars[i]`, for messages.
+    pub field: String,
+}
+
+impl ShutdownPolicySpec {
+    /// The sidecars completion stops, in order: `sidecars`, or `proxy` alone.
+    pub fn sidecars(&self) -> Vec<Sidecar> {
+        if self.sidecars.is_empty() {
+            let proxy = self.proxy.resolve();
+            return vec![Sidecar {
+                proxy,
+                methods: self.completion.methods.clone(),
+                field: "spec.proxy".into(),
+            }];
+        }
+        self.sidecars
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Sidecar {
+                proxy: s.proxy.resolve(),
+                methods: s.methods.clone().unwrap_or_else(|| self.completion.methods.clone()),
+                field: format!("spec.sidecars[{i}]"),
+            })
+            .collect()
+    }
+
+    /// The proxy the drain settings apply to: the mesh proxy among `sidecars`, else `proxy`.
+    pub fn mesh_proxy(&self) -> &ProxySpec {
+        self.sidecars.iter().map(|s| &s.proxy).find(|p| p.profile.is_mesh()).unwrap_or(&self.proxy)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use kube::CustomResourceExt;
+
     use super::*;
 
     #[test]
@@ -161,5 +205,44 @@ mod tests {
     fn out_of_range_port_falls_back_to_the_profile() {
         let spec = ProxySpec { admin_port: Some(70_000), ..Default::default() };
         assert_eq!(spec.resolve().admin_port, 4191);
+    }
+
+    #[test]
+    fn sidecars_default_to_the_proxy_alone_and_the_mesh_proxy_is_found_among_them() {
+        let shorthand = ShutdownPolicySpec::default();
+        let only = shorthand.sidecars();
+        assert_eq!((only.len(), only[0].proxy.container_name.as_str()), (1, "linkerd-proxy"));
+        assert_eq!((only[0].field.as_str(), only[0].methods.len()), ("spec.proxy", 4));
+
+        let spec: ShutdownPolicySpec = serde_json::from_value(serde_json::json!({
+            "completion": {"methods": ["PortForward"]},
+            "sidecars": [
+                {"profile": "Custom", "containerName": "log-agent", "methods": ["Signal"]},
+                {"profile": "CloudSqlProxy"},
+                {"profile": "Lameduck"},
+            ],
+        }))
+        .unwrap();
+        let sidecars = spec.sidecars();
+        let names: Vec<&str> = sidecars.iter().map(|s| s.proxy.container_name.as_str()).collect();
+        assert_eq!(names, ["log-agent", "cloud-sql-proxy", "lameduck-proxy"]);
+        assert_eq!(sidecars[0].methods, [ShutdownMethod::Signal]);
+        assert_eq!(sidecars[1].methods, [ShutdownMethod::PortForward], "completion.methods by default");
+        assert_eq!(
+            (sidecars[1].proxy.admin_port, sidecars[1].proxy.shutdown_path.as_str()),
+            (9091, "/quitquitquit")
+        );
+        assert_eq!(sidecars[2].field, "spec.sidecars[2]");
+        assert_eq!(spec.mesh_proxy().profile, ProxyProfile::Lameduck);
+    }
+
+    #[test]
+    fn sidecar_names_in_the_crds_rules_match_the_profiles() {
+        let schema = serde_json::to_string(&crate::ShutdownPolicy::crd()).unwrap();
+        for profile in ProxyProfile::ALL {
+            let name = profile.container_name().unwrap_or("");
+            let entry = format!("'{}': '{name}'", profile.as_str());
+            assert!(schema.contains(&entry), "the uniqueness rule maps {entry}");
+        }
     }
 }

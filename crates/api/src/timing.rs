@@ -11,7 +11,7 @@
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::Container;
 use serde::Serialize;
 
 use crate::{
@@ -19,18 +19,8 @@ use crate::{
     names::{annotations, containers, defaults, env},
     policy::ShutdownPolicySpec,
     prestop::{self, HookDelay},
+    shape::{Placed, Placement, PodShape},
 };
-
-/// What the rules need to know about a pod or pod template.
-#[derive(Clone, Copy, Debug)]
-pub struct PodShape<'a> {
-    /// The pod spec (or a workload's `spec.template.spec`).
-    pub spec: &'a PodSpec,
-    /// The pod's (or template's) annotations.
-    pub annotations: &'a BTreeMap<String, String>,
-    /// Whether the pod is meant to finish (a Job's or CronJob's pod, or `restartPolicy` not `Always`).
-    pub runs_to_completion: bool,
-}
 
 /// Where a setting came from, for messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -61,16 +51,6 @@ impl fmt::Display for Source {
             Self::Policy(field) => write!(f, "ShutdownPolicy {field}"),
         }
     }
-}
-
-/// How the proxy runs in the pod.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Placement {
-    /// A regular container: it gets SIGTERM with the app and never exits by itself.
-    Classic,
-    /// An init container with `restartPolicy: Always`: stopped after the app containers.
-    NativeSidecar,
 }
 
 /// One app (non-proxy) container's part of the timeline.
@@ -211,18 +191,10 @@ pub struct Finding {
     pub message: String,
 }
 
-/// Proxy container names recognised without a policy, most specific first.
-const KNOWN_PROXIES: &[&str] =
-    &[containers::LAMEDUCK_PROXY, containers::LINKERD_PROXY, containers::ISTIO_PROXY];
-
 /// Durations in messages: `20s`, `1.5s`, `2m0s` as Go prints them, but plain seconds below a
 /// minute and for whole numbers people wrote as seconds (`160s`).
 fn show(d: Duration) -> String {
     if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { GoDuration::from(d).to_string() }
-}
-
-fn is_native_sidecar(container: &Container) -> bool {
-    container.restart_policy.as_deref() == Some("Always")
 }
 
 fn truthy(annotations: &BTreeMap<String, String>, key: &str) -> bool {
@@ -235,19 +207,12 @@ fn find_proxy<'a>(
     pod: &PodShape<'a>,
     wanted: Option<&str>,
 ) -> Option<(String, Option<&'a Container>, Placement)> {
-    let spec = pod.spec;
-    let names: Vec<&str> = match wanted {
-        Some(name) => vec![name],
-        None => KNOWN_PROXIES.to_vec(),
+    let found = match wanted {
+        Some(name) => pod.container(name),
+        None => pod.known_proxy().map(|(_, placed)| placed),
     };
-    for name in &names {
-        if let Some(c) = spec.containers.iter().find(|c| c.name == *name) {
-            return Some((c.name.clone(), Some(c), Placement::Classic));
-        }
-        let init = spec.init_containers.iter().flatten();
-        if let Some(c) = init.into_iter().find(|c| c.name == *name && is_native_sidecar(c)) {
-            return Some((c.name.clone(), Some(c), Placement::NativeSidecar));
-        }
+    if let Some(Placed { container, placement }) = found {
+        return Some((container.name.clone(), Some(container), placement));
     }
     let linkerd_wanted = wanted.is_none_or(|name| name == containers::LINKERD_PROXY);
     if linkerd_wanted
@@ -343,7 +308,7 @@ impl Timeline {
             None => (Duration::from_secs(defaults::TERMINATION_GRACE_PERIOD_SECONDS as u64), Source::Default),
         };
 
-        let resolved = policy.map(|p| p.proxy.resolve());
+        let resolved = policy.map(|p| p.mesh_proxy().resolve());
         let found = find_proxy(pod, resolved.as_ref().map(|r| r.container_name.as_str()));
         let proxy = found.as_ref().map(|(name, container, placement)| {
             let placement = if policy.is_some_and(|p| p.drain.native_sidecar) {

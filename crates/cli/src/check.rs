@@ -5,7 +5,8 @@ use std::io::{self, Write};
 use kube::ResourceExt;
 use lameduck_api::{
     selection,
-    timing::{Finding, PodShape, Severity, Timeline},
+    shape::PodShape,
+    timing::{Finding, Severity, Timeline},
 };
 use serde::Serialize;
 
@@ -73,8 +74,10 @@ pub(crate) fn check(manifests: &Manifests) -> Report {
         }
         let annotations = workload.annotations();
         let spec = workload.template.spec.as_ref().expect("manifest keeps only templates with a spec");
-        let shape =
-            PodShape { spec, annotations: &annotations, runs_to_completion: workload.runs_to_completion };
+        let shape = PodShape {
+            runs_to_completion: workload.runs_to_completion,
+            ..PodShape::new(spec, Some(&annotations), false)
+        };
         let timeline = Timeline::of(&shape, chosen.winner.map(|p| &p.spec));
         let findings = timeline.findings();
         for finding in &findings {

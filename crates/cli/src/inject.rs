@@ -23,7 +23,8 @@ use k8s_openapi::{
 use lameduck_api::{
     DrainSpec, Enforce, GoDuration, ProxyProfile, ProxySpec, ShutdownPolicySpec, carry, drain,
     names::{annotations, containers, env, images, inject::POLICY, paths, ports},
-    timing::{PodShape, Severity, Timeline},
+    shape::PodShape,
+    timing::{Severity, Timeline},
 };
 use serde_json::Value as Json;
 
@@ -227,14 +228,8 @@ enum Proxy {
 /// Finds a proxy where `drain::apply` looks for it: in `containers`, or in `initContainers` as
 /// a native sidecar.
 fn find_proxy(spec: &PodSpec, pod_annotations: Option<&BTreeMap<String, String>>) -> Proxy {
-    let has = |name: &str| {
-        spec.containers.iter().any(|c| c.name == name)
-            || spec
-                .init_containers
-                .iter()
-                .flatten()
-                .any(|c| c.name == name && c.restart_policy.as_deref() == Some("Always"))
-    };
+    let shape = PodShape::new(spec, pod_annotations, false);
+    let has = |name: &str| shape.container(name).is_some();
     if has(containers::LINKERD_PROXY) {
         Proxy::Present(ProxyProfile::Linkerd)
     } else if has(containers::LAMEDUCK_PROXY) {
@@ -444,11 +439,7 @@ fn annotate_for_linkerd(
     let (Some(spec), Some(pod_annotations)) = (template.spec.as_ref(), metadata.annotations.as_ref()) else {
         return;
     };
-    let shape = PodShape {
-        spec,
-        annotations: pod_annotations,
-        runs_to_completion: spec.restart_policy.as_deref().is_some_and(|p| p != "Always"),
-    };
+    let shape = PodShape::new(spec, Some(pod_annotations), false);
     for finding in Timeline::of(&shape, Some(policy)).findings() {
         if finding.severity == Severity::Error {
             notes.push(format!("{}: {}", finding.rule.as_str(), finding.message));

@@ -8,7 +8,7 @@ use k8s_openapi::api::{
     batch::v1::{CronJob, Job},
     core::v1::{Pod, PodTemplateSpec},
 };
-use lameduck_api::ShutdownPolicy;
+use lameduck_api::{ShutdownPolicy, shape::PodShape};
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
@@ -348,14 +348,9 @@ pub(crate) fn read(value: Value, origin: Origin, out: &mut Manifests) -> Result<
             let missing = if workload == WorkloadKind::Pod { "spec" } else { "pod template spec" };
             shape_error(format!("missing {missing}"))
         })?;
-    let runs_to_completion = match workload {
-        WorkloadKind::Job | WorkloadKind::CronJob => true,
-        // A bare pod whose `restartPolicy` lets it finish.
-        WorkloadKind::Pod => {
-            template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).is_some_and(|p| p != "Always")
-        }
-        _ => false,
-    };
+    let owner_finishes = matches!(workload, WorkloadKind::Job | WorkloadKind::CronJob);
+    let spec = template.spec.as_ref().expect("filtered above");
+    let runs_to_completion = PodShape::new(spec, None, owner_finishes).runs_to_completion;
     let namespace = value.get("metadata").and_then(|m| str_field(m, "namespace")).map(str::to_owned);
     out.workloads.push(Workload { origin, kind, name, namespace, template, runs_to_completion });
     Ok(())

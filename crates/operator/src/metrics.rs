@@ -12,10 +12,11 @@ const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Unfinished Job pods a policy (or `--default-profile`) applies to.
+    /// Unfinished run-to-completion pods a policy (or `--default-profile`) applies to.
     pub pods_observed: IntGauge,
-    /// Of those, pods whose main containers are done while the proxy runs.
-    pub stuck_pods: IntGauge,
+    /// Run-to-completion pods whose main containers are done while a sidecar runs, by reason
+    /// (`status::summary::StuckReason`), whether lameduck can act on them or not.
+    pub stuck_pods: IntGaugeVec,
     /// Shutdown calls by method and outcome (`sent`, `endpoint_disabled`, `failed`, `unknown`,
     /// `dry_run`).
     pub shutdown_attempts: IntCounterVec,
@@ -42,6 +43,18 @@ pub struct Metrics {
     pub webhook_certificate_expiry: IntGauge,
     /// Policies the operator will not act on, by reason (`ephemeral_image`, `exec_command`).
     pub policies_refused: IntGaugeVec,
+}
+
+/// The owner kinds `lameduck_shutdowns_total` tells apart; any other is `Other`.
+pub const OWNER_LABELS: [&str; 3] = ["Job", "None", "Other"];
+
+/// The bounded `owner` label for a pod's controller kind.
+pub fn owner_label(kind: Option<&str>) -> &'static str {
+    match kind {
+        Some("Job") => "Job",
+        None => "None",
+        Some(_) => "Other",
+    }
 }
 
 fn must<T>(result: prometheus::Result<T>) -> T {
@@ -73,17 +86,25 @@ impl Metrics {
             metric
         };
         let this = Self {
-            pods_observed: gauge("pods_observed", "Unfinished Job pods that a ShutdownPolicy applies to"),
-            stuck_pods: gauge(
+            pods_observed: gauge(
+                "pods_observed",
+                "Unfinished run-to-completion pods that a ShutdownPolicy applies to",
+            ),
+            stuck_pods: gauge_vec(
                 "stuck_pods",
-                "Job pods whose main containers have exited while the proxy runs",
+                "Run-to-completion pods whose main containers have exited while a sidecar runs, by reason",
+                &["reason"],
             ),
             shutdown_attempts: counter_vec(
                 "shutdown_attempts_total",
                 "Proxy shutdown calls, by method and outcome",
                 &["method", "outcome"],
             ),
-            shutdowns: counter_vec("shutdowns_total", "Pods lameduck finished, by outcome", &["outcome"]),
+            shutdowns: counter_vec(
+                "shutdowns_total",
+                "Pods lameduck finished, by outcome and owner kind (Job, None, Other)",
+                &["outcome", "owner"],
+            ),
             shutdown_latency: histogram(
                 "shutdown_latency_seconds",
                 "From the last main container's exit to the proxy's exit",
@@ -134,6 +155,9 @@ impl Metrics {
         for reason in crate::powers::REFUSAL_REASONS {
             this.policies_refused.with_label_values(&[reason]).set(0);
         }
+        for reason in crate::status::summary::StuckReason::ALL {
+            this.stuck_pods.with_label_values(&[reason.as_str()]).set(0);
+        }
         this
     }
 
@@ -160,7 +184,7 @@ mod tests {
         let metrics = Metrics::new();
         // Vectors appear once they have a child.
         metrics.shutdown_attempts.with_label_values(&["Exec", "sent"]).inc();
-        metrics.shutdowns.with_label_values(&["succeeded"]).inc();
+        metrics.shutdowns.with_label_values(&["succeeded", "None"]).inc();
         metrics.reconcile_errors.with_label_values(&["kube_api"]).inc();
         metrics.webhook_admissions.with_label_values(&["pods", "mutated"]).inc();
         metrics.policy_timing_violations.with_label_values(&["job-never-completes"]).set(2);
@@ -168,9 +192,9 @@ mod tests {
         let text = metrics.encode();
         for name in [
             "lameduck_pods_observed",
-            "lameduck_stuck_pods",
+            "lameduck_stuck_pods{reason=\"no_policy\"} 0",
             "lameduck_shutdown_attempts_total{method=\"Exec\",outcome=\"sent\"} 1",
-            "lameduck_shutdowns_total{outcome=\"succeeded\"} 1",
+            "lameduck_shutdowns_total{outcome=\"succeeded\",owner=\"None\"} 1",
             "lameduck_shutdown_latency_seconds_bucket",
             "lameduck_action_latency_seconds_bucket",
             "lameduck_reconcile_duration_seconds_bucket",

@@ -153,7 +153,11 @@ async fn the_result_is_written_once_and_conditionally() {
     });
     let action = reconcile(Arc::new(done), ctx.clone()).await.expect("a conflict is not an error");
     assert_eq!(action, Requeue::requeue(Duration::from_millis(500)));
-    assert_eq!(ctx.metrics.shutdowns.with_label_values(&["succeeded"]).get(), 0, "counted only once written");
+    assert_eq!(
+        ctx.metrics.shutdowns.with_label_values(&["succeeded", "Job"]).get(),
+        0,
+        "counted only once written"
+    );
     api.await.unwrap();
 }
 

@@ -21,7 +21,8 @@ use lameduck_api::{
     ShutdownPolicy,
     names::{annotations, events},
     selection,
-    timing::{PodShape, Rule, Severity, Timeline},
+    shape::PodShape,
+    timing::{Rule, Severity, Timeline},
 };
 use tokio::sync::watch;
 
@@ -50,24 +51,15 @@ pub fn assess(pod: &Pod, policies: &[Arc<ShutdownPolicy>]) -> Assessment {
     let chosen =
         selection::select(policies.iter().map(AsRef::as_ref), pod.namespace().as_deref(), pod.labels());
     let Some(winner) = chosen.winner else { return Assessment::default() };
-    let proxy = winner.spec.proxy.resolve();
-    let has_proxy = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .any(|c| c.name == proxy.container_name);
+    let proxy = winner.spec.mesh_proxy().resolve();
+    let shape = PodShape::new(spec, pod.metadata.annotations.as_ref(), false);
+    let has_proxy = shape.container(&proxy.container_name).is_some();
     // Marked by this policy: a mark from another (or from `lameduck inject`) is not its settings.
     let marked = pod.annotations().get(annotations::POLICY) == Some(&winner.name_any());
     // Same-second creations are left out: the pod may have been admitted just before the policy.
     let after_policy = match (&pod.metadata.creation_timestamp, &winner.metadata.creation_timestamp) {
         (Some(pod), Some(policy)) => pod.0 > policy.0,
         _ => false,
-    };
-    let empty = BTreeMap::new();
-    let shape = PodShape {
-        spec,
-        annotations: pod.metadata.annotations.as_ref().unwrap_or(&empty),
-        runs_to_completion: spec.restart_policy.as_deref().is_some_and(|p| p != "Always"),
     };
     let mut violations: Vec<Rule> = if has_proxy {
         Timeline::of(&shape, marked.then_some(&winner.spec))

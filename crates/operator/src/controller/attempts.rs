@@ -25,6 +25,10 @@ pub struct Attempt {
     /// 1-based: a round tries each of the policy's methods once, in order.
     pub round: u32,
     pub method: ShutdownMethod,
+    /// The sidecar it tried to stop; absent in records from before `spec.sidecars`, whose
+    /// attempts were all on the policy's proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     pub started: Timestamp,
     /// What the call reported; `None` while it is under way or when its result was lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +78,12 @@ impl Outcome {
     }
 }
 
+/// Of `attempts`, those made under `epoch`: the newest ones, back to one made under another.
+pub fn in_epoch(attempts: &[Attempt], epoch: Epoch) -> &[Attempt] {
+    let start = attempts.iter().rposition(|a| a.epoch != epoch).map_or(0, |i| i + 1);
+    &attempts[start..]
+}
+
 /// The annotation holds something that is not an attempt log.
 #[derive(Debug, thiserror::Error)]
 #[error("annotation {key} is not a valid attempt log: {source}")]
@@ -101,9 +111,12 @@ impl AttemptLog {
         self.0.last()
     }
 
-    /// The attempts made under `epoch`: the newest ones, back to the first made under another.
-    pub fn in_epoch(&self, epoch: Epoch) -> &[Attempt] {
-        let start = self.0.iter().rposition(|a| a.epoch != epoch).map_or(0, |i| i + 1);
+    /// The attempts on `container`: the newest ones, back to one on another. Sidecars are
+    /// stopped one after the other, so these are all of that sidecar's. An attempt that names
+    /// no container was on `unnamed`.
+    pub fn trailing(&self, container: &str, unnamed: &str) -> &[Attempt] {
+        let on = |a: &Attempt| a.container.as_deref().unwrap_or(unnamed) == container;
+        let start = self.0.iter().rposition(|a| !on(a)).map_or(0, |i| i + 1);
         &self.0[start..]
     }
 
@@ -142,6 +155,7 @@ mod tests {
                 number: 1,
                 round: 1,
                 method: ShutdownMethod::PortForward,
+                container: None,
                 started: "2026-11-21T08:00:00Z".parse().unwrap(),
                 outcome: Some(Outcome::EndpointDisabled),
                 epoch: Epoch::default(),
@@ -150,6 +164,7 @@ mod tests {
                 number: 2,
                 round: 1,
                 method: ShutdownMethod::Signal,
+                container: Some("log-agent".into()),
                 started: "2026-11-21T08:00:01Z".parse().unwrap(),
                 outcome: None,
                 epoch: Epoch { generation: 2, proxy_restarts: 1 },
@@ -163,8 +178,16 @@ mod tests {
         assert_eq!(AttemptLog::from_annotations(Some(&annotations)).unwrap(), log);
         assert_eq!(log.0[1].ephemeral_container_name(), "lameduck-shutdown-2");
         assert_eq!(log.ephemeral_containers(), 1);
-        assert_eq!(log.in_epoch(Epoch { generation: 2, proxy_restarts: 1 }).len(), 1);
-        assert_eq!(log.in_epoch(Epoch::default()).len(), 0);
+        assert_eq!(in_epoch(&log.0, Epoch { generation: 2, proxy_restarts: 1 }).len(), 1);
+        assert_eq!(in_epoch(&log.0, Epoch::default()).len(), 0);
+        assert!(log.to_annotation().contains(r#""container":"log-agent""#));
+        assert_eq!(log.trailing("log-agent", "linkerd-proxy").len(), 1);
+        assert_eq!(log.trailing("linkerd-proxy", "linkerd-proxy").len(), 0, "only the newest run counts");
+        assert_eq!(
+            AttemptLog(log.0[..1].to_vec()).trailing("linkerd-proxy", "linkerd-proxy").len(),
+            1,
+            "unnamed"
+        );
     }
 
     #[test]

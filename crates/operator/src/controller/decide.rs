@@ -1,35 +1,41 @@
 //! What to do with one pod: `decide(pod, terms, attempts, now) -> Action`. Pure: no client, no
 //! clock; the caller performs the action and records it, then decides again.
 //!
-//! A Job pod is *stuck* when every main container (every regular container but the proxy) has
-//! terminated for good while the proxy still runs. The policy's methods are then tried in order,
-//! one attempt at a time: each is given `attemptTimeout` for the proxy to exit (less when the
-//! call itself failed), then the next is tried. Methods that go through the shutdown endpoint are
-//! skipped when the pod shows the endpoint is off (`lameduck_api::endpoint`), and a 404 from it
-//! jumps to `Signal`. When a round has tried every method, the next round waits a backoff that
-//! doubles up to 5 minutes. After `completion.maxRounds` rounds, or when no method is left, the
-//! operator gives up on the pod until the proxy restarts or the policy's spec changes.
+//! A run-to-completion pod (`restartPolicy` `Never` or `OnFailure`, whatever owns it) is *stuck*
+//! when every main container has terminated for good while a sidecar still runs. The main
+//! containers are all but the policy's sidecars and the sidecars known by name
+//! (`lameduck_api::shape`). The policy's sidecars are stopped in the order it lists them, each
+//! verified exited before the next; native sidecars are left to the kubelet.
+//!
+//! For the sidecar being stopped, its methods are tried in order, one attempt at a time: each is
+//! given `attemptTimeout` for the sidecar to exit (less when the call itself failed), then the
+//! next is tried. Methods that go through the shutdown endpoint are skipped when the pod shows
+//! the endpoint is off (`lameduck_api::endpoint`), and a 404 from it jumps to `Signal`. When a
+//! round has tried every method, the next round waits a backoff that doubles up to 5 minutes.
+//! After `completion.maxRounds` rounds, or when no method is left, the operator gives up on the
+//! pod until that sidecar restarts or the policy's spec changes.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use k8s_openapi::{
-    api::core::v1::{Container, ContainerStatus, Pod},
+    api::core::v1::{ContainerStatus, Pod},
     jiff::{SignedDuration, Timestamp},
 };
 use lameduck_api::{
-    ResolvedProxy, ShutdownMethod, ShutdownPolicySpec,
+    ShutdownMethod, ShutdownPolicySpec, Sidecar,
     admin::EXIT_ENDPOINT_DISABLED,
     endpoint::{Endpoint, shutdown_endpoint},
     policy::MAX_ATTEMPT_TIMEOUT_SECONDS,
+    shape::{Mains, Placement, PodShape, status_of, terminated},
 };
 
-use crate::controller::attempts::{Attempt, AttemptLog, Epoch, Outcome};
+use crate::controller::attempts::{Attempt, AttemptLog, Epoch, Outcome, in_epoch};
 
 /// The first pause between rounds; it doubles each round.
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 /// The longest pause between rounds.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// The most attempts on one pod, whatever its epochs: the record on the pod stays bounded.
+/// The most attempts on one pod, whatever its epochs and sidecars: the record stays bounded.
 pub const MAX_ATTEMPTS: u32 = 48;
 
 /// What a decision is bound by: the policy that applies and the operator's own limits.
@@ -50,6 +56,15 @@ impl Terms<'_> {
     }
 }
 
+/// When the pod's main containers and its sidecars ended, for the latency metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ends {
+    /// When the last main container exited.
+    pub last_main_exit: Option<Timestamp>,
+    /// When the last sidecar exited.
+    pub last_sidecar_exit: Option<Timestamp>,
+}
+
 /// What to do with a pod now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -57,20 +72,29 @@ pub enum Action {
     Ignore(Ignored),
     /// Nothing to do until the pod changes, or until `until` when given.
     Wait { reason: Waiting, until: Option<Timestamp> },
-    /// Record attempt `number` (round `round`, under `epoch`) with `method`, then make the call.
-    Attempt { method: ShutdownMethod, number: u32, round: u32, epoch: Epoch, last_main_exit: Timestamp },
+    /// Record attempt `number` (round `round`, under `epoch`) on `sidecar` with `method`, then
+    /// make the call.
+    Attempt {
+        sidecar: Box<Sidecar>,
+        method: ShutdownMethod,
+        number: u32,
+        round: u32,
+        epoch: Epoch,
+        last_main_exit: Timestamp,
+    },
     /// Attempt `number` is under way: look again at `deadline` if the pod has not changed.
     Verify { number: u32, method: ShutdownMethod, deadline: Timestamp },
     /// The ephemeral container of attempt `number` exited and says how the call went: record it.
     RecordOutcome { number: u32, method: ShutdownMethod, outcome: Outcome },
-    /// The proxy exited 0 after lameduck's attempts: the pod completes.
-    Done { attempts: u32 },
-    /// The proxy exited non-zero after lameduck's attempts: the pod fails, and the Job with it.
-    ProxyFailed { exit_code: i32, attempts: u32 },
+    /// Every sidecar exited 0 after lameduck's attempts: the pod completes.
+    Done { attempts: u32, ends: Ends },
+    /// A sidecar exited non-zero after lameduck's attempts: the pod fails, and its owner may
+    /// count a failure. `container` is the first such sidecar in the policy's order.
+    SidecarFailed { container: String, exit_code: i32, attempts: u32, ends: Ends },
     /// Every method of round `round` failed; round `round + 1` starts at `retry_at`.
-    Exhausted { round: u32, retry_at: Timestamp },
-    /// lameduck stops trying: no further calls until the proxy restarts or the policy changes.
-    GiveUp { reason: GaveUp, attempts: u32 },
+    Exhausted { container: String, round: u32, retry_at: Timestamp },
+    /// lameduck stops trying: no further calls until the sidecar restarts or the policy changes.
+    GiveUp { container: String, reason: GaveUp, attempts: u32 },
 }
 
 /// Why lameduck gave up on a pod.
@@ -78,7 +102,7 @@ pub enum Action {
 pub enum GaveUp {
     /// `completion.maxRounds` rounds failed.
     Rounds(u32),
-    /// No method of the policy can work on this pod; the text says why.
+    /// No method of the policy can work on this sidecar; the text says why.
     NoMethod(String),
     /// The pod has had [`MAX_ATTEMPTS`] attempts.
     Attempts,
@@ -88,29 +112,31 @@ impl std::fmt::Display for GaveUp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Rounds(rounds) => {
-                write!(f, "{rounds} round(s) of completion.methods failed (completion.maxRounds)")
+                write!(f, "{rounds} round(s) of its methods failed (completion.maxRounds)")
             }
-            Self::NoMethod(why) => write!(f, "no method of completion.methods can stop this proxy: {why}"),
+            Self::NoMethod(why) => write!(f, "no method of its methods can stop it: {why}"),
             Self::Attempts => write!(f, "the pod has had {MAX_ATTEMPTS} attempts, the most lameduck makes"),
         }
     }
 }
 
-/// Why a pod is none of lameduck's business.
+/// Why a pod is none of lameduck's business, or why lameduck cannot help it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ignored {
     /// The policy turns completion off.
     CompletionDisabled,
-    /// Not owned by a Job (CronJob pods are Job pods).
-    NotAJobPod,
-    /// The pod has no container with the policy's proxy name.
+    /// The pod has none of the policy's sidecars as a regular container.
     NoProxy,
-    /// The proxy is a native sidecar: the kubelet stops it after the main containers.
+    /// The policy's sidecars in the pod are all native: the kubelet stops them after the main
+    /// containers.
     NativeSidecar,
     /// `restartPolicy: Always` never lets a pod finish.
     RestartsAlways,
-    /// The proxy exited with no attempt of lameduck's (e.g. the app ran `lameduck-await -S`).
+    /// The sidecars exited with no attempt of lameduck's (e.g. the app ran `lameduck-await -S`).
     ProxyExitedByItself { exit_code: i32 },
+    /// The main containers have exited, but a sidecar known by its name that the policy does
+    /// not list still runs: lameduck cannot finish the pod, and stops nothing.
+    UnlistedSidecar { container: String },
 }
 
 /// Why there is nothing to do yet.
@@ -118,16 +144,12 @@ pub enum Ignored {
 pub enum Waiting {
     /// A main container has not terminated.
     MainContainersRunning,
-    /// A main container failed and `restartPolicy: OnFailure` will restart it.
+    /// A main container exited and the kubelet will restart it.
     WillRestart { container: String },
     /// The main containers are done, but `completion.delay` has not passed.
     Delay,
-    /// The proxy container is not running (starting, or restarting).
+    /// The sidecar to stop next is not running (starting, or restarting).
     ProxyNotRunning,
-}
-
-fn status_of<'a>(statuses: Option<&'a Vec<ContainerStatus>>, name: &str) -> Option<&'a ContainerStatus> {
-    statuses?.iter().find(|s| s.name == name)
 }
 
 fn plus(at: Timestamp, duration: Duration) -> Timestamp {
@@ -145,104 +167,93 @@ pub fn decide(pod: &Pod, terms: &Terms<'_>, log: &AttemptLog, now: Timestamp) ->
     if !policy.completion.enabled {
         return Action::Ignore(Ignored::CompletionDisabled);
     }
-    let owned_by_job = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|owner| owner.kind == "Job" && owner.api_version.starts_with("batch/"));
-    if !owned_by_job {
-        return Action::Ignore(Ignored::NotAJobPod);
-    }
-    let Some(spec) = pod.spec.as_ref() else {
+    let Some(shape) = PodShape::of_pod(pod) else {
         return Action::Ignore(Ignored::NoProxy);
     };
-    let proxy = policy.proxy.resolve();
-    let is_proxy = |c: &Container| c.name == proxy.container_name;
-    if spec
-        .init_containers
-        .iter()
-        .flatten()
-        .any(|c| is_proxy(c) && c.restart_policy.as_deref() == Some("Always"))
-    {
-        return Action::Ignore(Ignored::NativeSidecar);
-    }
-    let Some(proxy_container) = spec.containers.iter().find(|c| is_proxy(c)) else {
-        return Action::Ignore(Ignored::NoProxy);
-    };
-    let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
-    if restart_policy == "Always" {
+    if !shape.runs_to_completion {
         return Action::Ignore(Ignored::RestartsAlways);
     }
+    let sidecars = policy.sidecars();
+    let names: Vec<&str> = sidecars.iter().map(|s| s.proxy.container_name.as_str()).collect();
+    // The listed sidecars that are regular containers: the ones lameduck stops, in order.
+    let classic: Vec<&Sidecar> = sidecars
+        .iter()
+        .filter(|s| {
+            shape.container(&s.proxy.container_name).is_some_and(|p| p.placement == Placement::Classic)
+        })
+        .collect();
+    if classic.is_empty() {
+        let native = sidecars.iter().any(|s| shape.container(&s.proxy.container_name).is_some());
+        return Action::Ignore(if native { Ignored::NativeSidecar } else { Ignored::NoProxy });
+    }
 
-    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
-    let attempts = log.len();
-    let proxy_status = status_of(statuses, &proxy.container_name);
-    let proxy_state = proxy_status.and_then(|s| s.state.as_ref());
-    if let Some(terminated) = proxy_state.and_then(|s| s.terminated.as_ref()) {
-        return match (attempts, terminated.exit_code) {
-            (0, exit_code) => Action::Ignore(Ignored::ProxyExitedByItself { exit_code }),
-            (attempts, 0) => Action::Done { attempts },
-            (attempts, exit_code) => Action::ProxyFailed { exit_code, attempts },
+    // The sidecars that ended, in order, and the first that has not.
+    let mut next: Option<(&Sidecar, Option<&ContainerStatus>)> = None;
+    let mut ended = Vec::new();
+    for sidecar in &classic {
+        match terminated(pod, &sidecar.proxy.container_name) {
+            Some(t) => ended.push((sidecar.proxy.container_name.as_str(), t)),
+            None => {
+                next = Some((sidecar, status_of(pod, &sidecar.proxy.container_name)));
+                break;
+            }
+        }
+    }
+    let mains = shape.mains(pod, &names);
+    let Some((sidecar, status)) = next else {
+        let ends = Ends {
+            last_main_exit: match mains {
+                Mains::Exited { last_exit } => last_exit,
+                _ => None,
+            },
+            last_sidecar_exit: ended.iter().filter_map(|(_, t)| t.finished_at.as_ref().map(|f| f.0)).max(),
         };
-    }
-    if proxy_state.and_then(|s| s.running.as_ref()).is_none() {
-        return Action::Wait { reason: Waiting::ProxyNotRunning, until: None };
-    }
+        let failed = ended.iter().find(|(_, t)| t.exit_code != 0);
+        return match (log.len(), failed) {
+            (0, failed) => Action::Ignore(Ignored::ProxyExitedByItself {
+                exit_code: failed.map_or(0, |(_, t)| t.exit_code),
+            }),
+            (attempts, None) => Action::Done { attempts, ends },
+            (attempts, Some((name, t))) => Action::SidecarFailed {
+                container: (*name).to_owned(),
+                exit_code: t.exit_code,
+                attempts,
+                ends,
+            },
+        };
+    };
 
     // Every main container must have terminated for good; the last one's end starts the clock.
-    let mut last_exit: Option<Timestamp> = None;
-    for container in spec.containers.iter().filter(|c| !is_proxy(c)) {
-        let terminated = status_of(statuses, &container.name)
-            .and_then(|s| s.state.as_ref())
-            .and_then(|s| s.terminated.as_ref());
-        let Some(terminated) = terminated else {
-            return Action::Wait { reason: Waiting::MainContainersRunning, until: None };
-        };
-        if terminated.exit_code != 0 && restart_policy == "OnFailure" {
-            return Action::Wait {
-                reason: Waiting::WillRestart { container: container.name.clone() },
-                until: None,
-            };
+    let last_exit = match mains {
+        Mains::Running => return Action::Wait { reason: Waiting::MainContainersRunning, until: None },
+        Mains::WillRestart { container } => {
+            return Action::Wait { reason: Waiting::WillRestart { container }, until: None };
         }
-        let finished = terminated.finished_at.as_ref().map_or(now, |t| t.0);
-        last_exit = Some(last_exit.map_or(finished, |at| at.max(finished)));
-    }
-    let Some(last_exit) = last_exit else {
-        // A pod of only the proxy has no app to wait for.
-        return Action::Wait { reason: Waiting::MainContainersRunning, until: None };
+        Mains::Exited { last_exit } => last_exit.unwrap_or(now),
     };
+    // A known sidecar the policy leaves out would keep the pod running whatever lameduck stops.
+    if let Some(unlisted) = shape.unlisted_sidecars(&names).find(|c| terminated(pod, &c.name).is_none()) {
+        return Action::Ignore(Ignored::UnlistedSidecar { container: unlisted.name.clone() });
+    }
     let ready_at = plus(last_exit, policy.completion.delay.as_std());
     if now < ready_at {
         return Action::Wait { reason: Waiting::Delay, until: Some(ready_at) };
     }
+    if status.and_then(|s| s.state.as_ref()).and_then(|s| s.running.as_ref()).is_none() {
+        return Action::Wait { reason: Waiting::ProxyNotRunning, until: None };
+    }
 
-    let no_annotations = BTreeMap::new();
-    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&no_annotations);
+    let container = shape.container(&sidecar.proxy.container_name).expect("found above").container;
     let situation = Situation {
         terms,
-        proxy: &proxy,
-        endpoint: shutdown_endpoint(proxy_container, annotations, &proxy),
-        epoch: Epoch {
-            generation: terms.generation,
-            proxy_restarts: proxy_status.map_or(0, |s| s.restart_count),
-        },
+        sidecar,
+        // Records from before `sidecars` name no container: they were the proxy's, the first.
+        unnamed: &sidecars[0].proxy.container_name,
+        endpoint: shutdown_endpoint(container, shape.annotations, &sidecar.proxy),
+        epoch: Epoch { generation: terms.generation, proxy_restarts: status.map_or(0, |s| s.restart_count) },
         last_exit,
     };
     situation.next_attempt(log, pod, now)
-}
-
-/// When the last main container exited, if every main container has: the moment lameduck's
-/// latency metrics count from.
-pub fn last_main_exit(pod: &Pod, proxy: &str) -> Option<Timestamp> {
-    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
-    let mut last: Option<Timestamp> = None;
-    for container in pod.spec.as_ref()?.containers.iter().filter(|c| c.name != proxy) {
-        let terminated = status_of(statuses, &container.name)?.state.as_ref()?.terminated.as_ref()?;
-        let finished = terminated.finished_at.as_ref()?.0;
-        last = Some(last.map_or(finished, |at| at.max(finished)));
-    }
-    last
 }
 
 /// What an attempt came to: its recorded outcome, corrected by the exit code of the ephemeral
@@ -253,8 +264,10 @@ fn effective_outcome(attempt: &Attempt, pod: &Pod) -> Option<Outcome> {
     }
     let name = attempt.ephemeral_container_name();
     let statuses = pod.status.as_ref().and_then(|s| s.ephemeral_container_statuses.as_ref());
-    let terminated =
-        status_of(statuses, &name).and_then(|s| s.state.as_ref()).and_then(|s| s.terminated.as_ref());
+    let terminated = statuses
+        .and_then(|ss| ss.iter().find(|s| s.name == name))
+        .and_then(|s| s.state.as_ref())
+        .and_then(|s| s.terminated.as_ref());
     match terminated {
         None => attempt.outcome.clone(),
         Some(t) if t.exit_code == 0 => Some(Outcome::Sent),
@@ -273,22 +286,29 @@ fn effective_outcome(attempt: &Attempt, pod: &Pod) -> Option<Outcome> {
 /// A stuck pod, as the choice of the next attempt sees it.
 struct Situation<'a> {
     terms: &'a Terms<'a>,
-    proxy: &'a ResolvedProxy,
+    /// The sidecar being stopped.
+    sidecar: &'a Sidecar,
+    /// The container an attempt without one was made on.
+    unnamed: &'a str,
     endpoint: Endpoint,
     epoch: Epoch,
     last_exit: Timestamp,
 }
 
 impl Situation<'_> {
-    /// The pod is stuck: the next step in the policy's methods, given what was already tried.
+    /// The sidecar still runs: the next step in its methods, given what was already tried.
     fn next_attempt(&self, log: &AttemptLog, pod: &Pod, now: Timestamp) -> Action {
-        let methods = &self.terms.spec.completion.methods;
+        let methods = &self.sidecar.methods;
+        let proxy = &self.sidecar.proxy;
+        let container = || proxy.container_name.clone();
         let number = log.len().saturating_add(1);
+        // This sidecar's attempts: the newest ones, back to one on another container.
+        let mine = log.trailing(&proxy.container_name, self.unnamed);
 
         // Wait out an attempt that may still work. A failed call needs no waiting.
         let mut ended = None;
         let mut outcome = None;
-        if let Some(last) = log.last() {
+        if let Some(last) = mine.last() {
             let effective = effective_outcome(last, pod);
             if let Some(outcome) = effective.clone().filter(|_| effective != last.outcome) {
                 return Action::RecordOutcome { number: last.number, method: last.method, outcome };
@@ -304,11 +324,11 @@ impl Situation<'_> {
             outcome = effective;
         }
         if log.len() >= MAX_ATTEMPTS {
-            return Action::GiveUp { reason: GaveUp::Attempts, attempts: log.len() };
+            return Action::GiveUp { container: container(), reason: GaveUp::Attempts, attempts: log.len() };
         }
 
         // A 404 seen in this epoch rules the endpoint out as surely as the pod spec does.
-        let current = log.in_epoch(self.epoch);
+        let current = in_epoch(mine, self.epoch);
         let endpoint = if current.iter().any(|a| a.outcome == Some(Outcome::EndpointDisabled)) {
             Endpoint::Disabled("its shutdown endpoint answered 404".into())
         } else {
@@ -317,9 +337,10 @@ impl Situation<'_> {
         let containers_left = self.terms.max_ephemeral_containers.saturating_sub(log.ephemeral_containers());
         let usable = |m: &ShutdownMethod| {
             let no_container_left = m.adds_container() && containers_left == 0;
-            !(endpoint.rules_out(*m, self.proxy) || no_container_left)
+            !(endpoint.rules_out(*m, proxy) || no_container_left)
         };
         let attempt = |method, round| Action::Attempt {
+            sidecar: Box::new(self.sidecar.clone()),
             method,
             number,
             round,
@@ -338,12 +359,19 @@ impl Situation<'_> {
                     log.ephemeral_containers()
                 ));
             }
-            Action::GiveUp { reason: GaveUp::NoMethod(why.join("; ")), attempts: log.len() }
+            if why.is_empty() {
+                why.push(format!("{} lists no method", self.sidecar.field));
+            }
+            Action::GiveUp {
+                container: container(),
+                reason: GaveUp::NoMethod(why.join("; ")),
+                attempts: log.len(),
+            }
         };
 
         let Some(last) = current.last() else {
-            // A fresh start: nothing tried yet, or a new policy spec or proxy since.
-            let round = log.last().map_or(1, |l| l.round + 1);
+            // A fresh start: nothing tried yet, or a new policy spec or sidecar restart since.
+            let round = mine.last().map_or(1, |l| l.round + 1);
             return match first_usable() {
                 Some(method) => attempt(method, round),
                 None => no_method(),
@@ -353,7 +381,7 @@ impl Situation<'_> {
         let tried: Vec<ShutdownMethod> =
             current.iter().filter(|a| a.round == last.round).map(|a| a.method).collect();
         let next = if outcome == Some(Outcome::EndpointDisabled) {
-            // Only a signal can stop a proxy whose /shutdown is off.
+            // Only a signal can stop a sidecar whose quit endpoint is off.
             Some(ShutdownMethod::Signal).filter(|m| methods.contains(m) && !tried.contains(m) && usable(m))
         } else {
             methods
@@ -372,14 +400,18 @@ impl Situation<'_> {
             u32::try_from(rounds.len()).unwrap_or(u32::MAX)
         };
         if rounds >= self.terms.spec.completion.max_rounds {
-            return Action::GiveUp { reason: GaveUp::Rounds(rounds), attempts: log.len() };
+            return Action::GiveUp {
+                container: container(),
+                reason: GaveUp::Rounds(rounds),
+                attempts: log.len(),
+            };
         }
         let Some(method) = first_usable() else { return no_method() };
         let retry_at = plus(ended, backoff(rounds));
         if now >= retry_at {
             attempt(method, last.round + 1)
         } else {
-            Action::Exhausted { round: last.round, retry_at }
+            Action::Exhausted { container: container(), round: last.round, retry_at }
         }
     }
 }

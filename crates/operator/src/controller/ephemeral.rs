@@ -171,6 +171,7 @@ mod tests {
             number: 4,
             round: 2,
             method,
+            container: None,
             started: "2026-11-21T08:00:00Z".parse().unwrap(),
             outcome: None,
             epoch: Epoch::default(),

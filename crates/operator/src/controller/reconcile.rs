@@ -14,9 +14,10 @@ use kube::{
     runtime::{controller::Action as Requeue, reflector::Store},
 };
 use lameduck_api::{
-    ShutdownMethod, ShutdownPolicy, ShutdownPolicySpec,
+    ShutdownMethod, ShutdownPolicy, ShutdownPolicySpec, Sidecar,
     names::{annotations, events},
     policy::PolicyId,
+    shape::owner_kind,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -25,11 +26,11 @@ use crate::{
     controller::applied::{Applied, applied},
     controller::attempts::{Attempt, AttemptLog, AttemptLogError, Outcome},
     controller::books::{Bookkeeping, Ending, MAX_ERROR_BACKOFF, Slots, error_backoff, seed},
-    controller::decide::{Action, GaveUp, Terms, decide},
+    controller::decide::{Action, Ends, GaveUp, Terms, decide},
     controller::methods::{self, Call},
     controller::pod::SlimPod,
     events::{EventType, Publisher},
-    metrics::Metrics,
+    metrics::{Metrics, owner_label},
     powers::{Limits, refusal},
 };
 
@@ -240,9 +241,9 @@ async fn act(ctx: &Context, pod: &Pod) -> Result<Requeue, Error> {
         Action::Ignore(_) | Action::Wait { until: None, .. } => Ok(Requeue::await_change()),
         Action::Wait { until: Some(at), .. } => Ok(Requeue::requeue(until(at, now))),
         Action::Verify { deadline, .. } => Ok(Requeue::requeue(until(deadline, now))),
-        Action::Attempt { method, number, round, epoch, last_main_exit } => {
+        Action::Attempt { sidecar, method, number, round, epoch, last_main_exit } => {
             if ctx.settings.dry_run {
-                dry_run(ctx, pod, &applied, method, number, last_main_exit, now).await;
+                dry_run(ctx, pod, &sidecar, method, number, last_main_exit, now).await;
                 return Ok(Requeue::await_change());
             }
             let namespace = pod.namespace().unwrap_or_default();
@@ -251,8 +252,9 @@ async fn act(ctx: &Context, pod: &Pod) -> Result<Requeue, Error> {
                 let wait = Duration::from_millis(1000 + seed(&uid_of(pod), number) % 1000);
                 return Ok(Requeue::requeue(wait));
             };
-            let attempt = Attempt { number, round, method, started: now, outcome: None, epoch };
-            self::attempt(ctx, pod, &terms, log, attempt, last_main_exit).await
+            let container = Some(sidecar.proxy.container_name.clone());
+            let attempt = Attempt { number, round, method, container, started: now, outcome: None, epoch };
+            self::attempt(ctx, pod, &terms, &sidecar, log, attempt, last_main_exit).await
         }
         Action::RecordOutcome { number, method, outcome } => {
             let pods = ctx.pods(pod);
@@ -269,18 +271,20 @@ async fn act(ctx: &Context, pod: &Pod) -> Result<Requeue, Error> {
             }
             Ok(Requeue::requeue(Duration::from_secs(1)))
         }
-        Action::Done { attempts } => report(ctx, pod, &applied, 0, attempts).await,
-        Action::ProxyFailed { exit_code, attempts } => report(ctx, pod, &applied, exit_code, attempts).await,
-        Action::Exhausted { round, retry_at } => {
+        Action::Done { attempts, ends } => report(ctx, pod, &applied, None, attempts, ends).await,
+        Action::SidecarFailed { container, exit_code, attempts, ends } => {
+            report(ctx, pod, &applied, Some((container, exit_code)), attempts, ends).await
+        }
+        Action::Exhausted { container, round, retry_at } => {
             if ctx.first_announcement(pod, round) {
-                ctx.metrics.shutdowns.with_label_values(&["exhausted"]).inc();
+                let owner = owner_label(owner_kind(pod));
+                ctx.metrics.shutdowns.with_label_values(&["exhausted", owner]).inc();
                 ctx.publish(
                     pod,
                     EventType::Warning,
                     events::SHUTDOWN_EXHAUSTED,
                     format!(
-                        "every method of round {round} ({}) failed to stop the proxy; round {} starts at {retry_at}",
-                        method_list(&applied.spec.completion.methods),
+                        "every method of round {round} failed to stop {container}; round {} starts at {retry_at}",
                         round + 1
                     ),
                 )
@@ -288,7 +292,9 @@ async fn act(ctx: &Context, pod: &Pod) -> Result<Requeue, Error> {
             }
             Ok(Requeue::requeue(until(retry_at, now)))
         }
-        Action::GiveUp { reason, attempts } => give_up(ctx, pod, &applied, &reason, attempts).await,
+        Action::GiveUp { container, reason, attempts } => {
+            give_up(ctx, pod, &applied, &container, &reason, attempts).await
+        }
     }
 }
 
@@ -300,14 +306,10 @@ fn event_for(outcome: &Outcome) -> (EventType, &'static str) {
     }
 }
 
-fn method_list(methods: &[ShutdownMethod]) -> String {
-    methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
-}
-
 async fn dry_run(
     ctx: &Context,
     pod: &Pod,
-    applied: &Applied,
+    sidecar: &Sidecar,
     method: ShutdownMethod,
     number: u32,
     last_main_exit: Timestamp,
@@ -318,7 +320,7 @@ async fn dry_run(
     }
     ctx.metrics.shutdown_attempts.with_label_values(&[method.as_str(), "dry_run"]).inc();
     ctx.metrics.action_latency.observe(seconds_between(last_main_exit, now));
-    let proxy = applied.spec.proxy.resolve();
+    let proxy = &sidecar.proxy;
     ctx.publish(
         pod,
         EventType::Normal,
@@ -336,6 +338,7 @@ async fn attempt(
     ctx: &Context,
     pod: &Pod,
     terms: &Terms<'_>,
+    sidecar: &Sidecar,
     mut log: AttemptLog,
     attempt: Attempt,
     last_main_exit: Timestamp,
@@ -356,7 +359,7 @@ async fn attempt(
         ctx.metrics.action_latency.observe(seconds_between(last_main_exit, attempt.started));
     }
 
-    let proxy = terms.spec.proxy.resolve();
+    let proxy = &sidecar.proxy;
     let timeout = terms.attempt_timeout();
     let image =
         terms.spec.completion.ephemeral_image.clone().unwrap_or_else(|| ctx.settings.ephemeral_image.clone());
@@ -365,14 +368,14 @@ async fn attempt(
         pods: &pods,
         namespaces: &namespaces,
         pod,
-        proxy: &proxy,
+        proxy,
         attempt: &attempt,
         image: &image,
         timeout,
     })
     .await;
     ctx.metrics.shutdown_attempts.with_label_values(&[attempt.method.as_str(), result.label()]).inc();
-    tracing::info!(pod = %pod.name_any(), namespace = ?pod.namespace(), method = %attempt.method,
+    tracing::info!(pod = %pod.name_any(), namespace = ?pod.namespace(), container = %proxy.container_name, method = %attempt.method,
         number = attempt.number, outcome = result.label(), detail = %result.detail, "shutdown attempt");
 
     let (type_, reason) = match &result.outcome {
@@ -389,8 +392,8 @@ async fn attempt(
         type_,
         reason,
         format!(
-            "attempt {} (round {}), {}: {}{next}",
-            attempt.number, attempt.round, attempt.method, result.detail
+            "attempt {} (round {}) on {}, {}: {}{next}",
+            attempt.number, attempt.round, proxy.container_name, attempt.method, result.detail
         ),
     )
     .await;
@@ -435,6 +438,7 @@ async fn record_result(
     applied: &Applied,
     ending: Ending,
 ) -> Result<Option<Requeue>, Error> {
+    let owner = owner_label(owner_kind(pod));
     if pod.annotations().contains_key(annotations::SHUTDOWN_RESULT) {
         return Ok(Some(Requeue::await_change()));
     }
@@ -451,57 +455,64 @@ async fn record_result(
         Ending::Failed => "failed",
         Ending::GaveUp => "gave_up",
     };
-    ctx.metrics.shutdowns.with_label_values(&[label]).inc();
+    ctx.metrics.shutdowns.with_label_values(&[label, owner]).inc();
     if let Some(policy) = &applied.policy {
         ctx.books.pending.add(PolicyId::new(pod.namespace().unwrap_or_default(), policy.clone()), ending);
     }
     Ok(None)
 }
 
-/// Reports, once per pod, how lameduck's attempts ended.
+/// Reports, once per pod, how lameduck's attempts ended: every sidecar exited 0, or `failed`
+/// names the first that did not.
 async fn report(
     ctx: &Context,
     pod: &Pod,
     applied: &Applied,
-    exit_code: i32,
+    failed: Option<(String, i32)>,
     attempts: u32,
+    ends: Ends,
 ) -> Result<Requeue, Error> {
-    let ending = if exit_code == 0 { Ending::Succeeded } else { Ending::Failed };
+    let ending = if failed.is_none() { Ending::Succeeded } else { Ending::Failed };
     if let Some(requeue) = record_result(ctx, pod, applied, ending).await? {
         return Ok(requeue);
     }
-    let proxy = applied.spec.proxy.resolve();
-    let proxy_exit = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|ss| ss.iter().find(|s| s.name == proxy.container_name))
-        .and_then(|s| s.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
-        .map(|t| t.0);
-    let latency = match (crate::controller::decide::last_main_exit(pod, &proxy.container_name), proxy_exit) {
-        (Some(main), Some(proxy)) => {
-            let seconds = seconds_between(main, proxy);
+    let latency = match (ends.last_main_exit, ends.last_sidecar_exit) {
+        (Some(main), Some(sidecar)) => {
+            let seconds = seconds_between(main, sidecar);
             ctx.metrics.shutdown_latency.observe(seconds);
             // Both times come from container statuses, which have one-second resolution.
             format!(" {seconds:.0}s after the last main container exited,")
         }
         _ => String::new(),
     };
-    let (type_, reason, what) = if ending == Ending::Succeeded {
-        (EventType::Normal, events::PROXY_STOPPED, "the pod can complete".to_owned())
-    } else {
-        (EventType::Warning, events::PROXY_FAILED, "the pod fails, and its Job counts a failure".to_owned())
+    let owner = match owner_kind(pod) {
+        Some(kind) => format!("its {kind}"),
+        None => "nothing (a bare pod)".to_owned(),
     };
-    ctx.publish(
-        pod,
-        type_,
-        reason,
-        format!(
-            "{} exited with code {exit_code}{latency} after {attempts} attempt(s); {what}",
-            proxy.container_name
+    let (type_, reason, note) = match &failed {
+        None => {
+            let sidecars = applied.spec.sidecars();
+            let names: Vec<&str> = sidecars.iter().map(|s| s.proxy.container_name.as_str()).collect();
+            (
+                EventType::Normal,
+                events::PROXY_STOPPED,
+                format!(
+                    "{} exited with code 0{latency} after {attempts} attempt(s); the pod can complete (owned by {owner})",
+                    names.join(", then ")
+                ),
+            )
+        }
+        Some((container, exit_code)) => (
+            EventType::Warning,
+            events::PROXY_FAILED,
+            format!(
+                "sidecar {container} exited with code {exit_code}{latency} after {attempts} attempt(s); \
+                 the pod fails, and {owner} may count a failure. A quit endpoint that exits 0 \
+                 (a profile's, before Signal) avoids this"
+            ),
         ),
-    )
-    .await;
+    };
+    ctx.publish(pod, type_, reason, note).await;
     Ok(Requeue::await_change())
 }
 
@@ -510,6 +521,7 @@ async fn give_up(
     ctx: &Context,
     pod: &Pod,
     applied: &Applied,
+    container: &str,
     reason: &GaveUp,
     attempts: u32,
 ) -> Result<Requeue, Error> {
@@ -525,7 +537,7 @@ async fn give_up(
         EventType::Warning,
         events::SHUTDOWN_GAVE_UP,
         format!(
-            "lameduck gave up after {attempts} attempt(s): {reason}; it tries again if the proxy container restarts or {policy}"
+            "lameduck gave up on sidecar {container} after {attempts} attempt(s): {reason}; it tries again if {container} restarts or {policy}"
         ),
     )
     .await;

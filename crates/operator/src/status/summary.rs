@@ -14,26 +14,72 @@ use lameduck_api::{
     ShutdownCounts, ShutdownPolicy, ShutdownPolicySpec, ShutdownPolicyStatus,
     policy::{PolicyId, conditions},
     selection,
+    shape::PodShape,
 };
 
 use crate::{
     controller::attempts::AttemptLog,
-    controller::decide::{Action, Waiting, decide},
+    controller::decide::{Action, Ignored, Waiting, decide},
     controller::reconcile::Settings,
     powers::{Refusal, refusal},
 };
 
-/// Whether a decision means the pod is stuck: its main containers are done and its proxy runs.
-pub fn is_stuck(action: &Action) -> bool {
-    matches!(
-        action,
+/// Why a pod is stuck: the label of `lameduck_stuck_pods{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StuckReason {
+    /// lameduck is stopping its sidecars (or waiting out `completion.delay` to).
+    Stopping,
+    /// lameduck gave up on it.
+    GaveUp,
+    /// A sidecar known by its name that the policy does not list still runs.
+    UnlistedSidecar,
+    /// The policy turns completion off.
+    CompletionDisabled,
+    /// The operator refuses the policy that selects it.
+    Refused,
+    /// No policy selects it (and `--default-profile` does not cover it).
+    NoPolicy,
+}
+
+impl StuckReason {
+    pub const ALL: [Self; 6] = [
+        Self::Stopping,
+        Self::GaveUp,
+        Self::UnlistedSidecar,
+        Self::CompletionDisabled,
+        Self::Refused,
+        Self::NoPolicy,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Stopping => "stopping",
+            Self::GaveUp => "gave_up",
+            Self::UnlistedSidecar => "unlisted_sidecar",
+            Self::CompletionDisabled => "completion_disabled",
+            Self::Refused => "refused",
+            Self::NoPolicy => "no_policy",
+        }
+    }
+}
+
+/// Why `pod`, under a policy that lists `sidecars` and a decision `action`, is stuck; `None`
+/// when it is not.
+pub fn stuck_reason(pod: &Pod, sidecars: &[&str], action: &Action) -> Option<StuckReason> {
+    let stuck = || PodShape::of_pod(pod).is_some_and(|shape| shape.stuck(pod, sidecars));
+    match action {
         Action::Attempt { .. }
-            | Action::Verify { .. }
-            | Action::RecordOutcome { .. }
-            | Action::Exhausted { .. }
-            | Action::GiveUp { .. }
-            | Action::Wait { reason: Waiting::Delay, .. }
-    )
+        | Action::Verify { .. }
+        | Action::RecordOutcome { .. }
+        | Action::Exhausted { .. }
+        | Action::Wait { reason: Waiting::Delay, .. } => Some(StuckReason::Stopping),
+        Action::GiveUp { .. } => Some(StuckReason::GaveUp),
+        Action::Ignore(Ignored::UnlistedSidecar { .. }) => Some(StuckReason::UnlistedSidecar),
+        // None of the policy's sidecars is there, but another one runs.
+        Action::Ignore(Ignored::NoProxy) => stuck().then_some(StuckReason::UnlistedSidecar),
+        Action::Ignore(Ignored::CompletionDisabled) => stuck().then_some(StuckReason::CompletionDisabled),
+        _ => None,
+    }
 }
 
 /// One policy's share of the pods.
@@ -60,10 +106,10 @@ pub struct Conflict {
 /// The pods of one watch scope, summed up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// Unfinished Job pods that a policy (or `--default-profile`) applies to.
+    /// Unfinished run-to-completion pods that a policy (or `--default-profile`) applies to.
     pub observed: i64,
-    /// Of those, the stuck ones.
-    pub stuck: i64,
+    /// Stuck pods, whether a policy applies or not, by reason.
+    pub stuck: BTreeMap<StuckReason, i64>,
     /// By policy namespace and name; every policy given appears.
     pub policies: BTreeMap<PolicyId, PolicySummary>,
 }
@@ -100,20 +146,35 @@ pub fn summarize(
         let (spec, generation) = match (selection.winner, default) {
             (Some(winner), _) => (&winner.spec, winner.metadata.generation.unwrap_or(0)),
             (None, Some(spec)) => (spec, 0),
-            (None, None) => continue,
+            (None, None) => {
+                if PodShape::of_pod(&pod).is_some_and(|shape| shape.stuck(&pod, &[])) {
+                    *summary.stuck.entry(StuckReason::NoPolicy).or_default() += 1;
+                }
+                continue;
+            }
         };
+        let sidecars = spec.sidecars();
+        let names: Vec<&str> = sidecars.iter().map(|s| s.proxy.container_name.as_str()).collect();
+        let refused = selection
+            .winner
+            .is_some_and(|w| summary.policies.get(&PolicyId::of(w)).is_some_and(|p| p.refused.is_some()));
         let log = AttemptLog::from_annotations(pod.metadata.annotations.as_ref()).unwrap_or_default();
         let action = decide(&pod, &settings.terms(spec, generation), &log, now);
-        if matches!(action, Action::Ignore(_)) {
+        let reason = match stuck_reason(&pod, &names, &action) {
+            Some(_) if refused => Some(StuckReason::Refused),
+            reason => reason,
+        };
+        if matches!(action, Action::Ignore(_)) && reason.is_none() {
             continue;
         }
-        let stuck = is_stuck(&action);
         summary.observed += 1;
-        summary.stuck += i64::from(stuck);
+        if let Some(reason) = reason {
+            *summary.stuck.entry(reason).or_default() += 1;
+        }
         if let Some(winner) = selection.winner {
             let entry = summary.policies.entry(PolicyId::of(winner)).or_default();
             entry.matched += 1;
-            entry.stuck += i32::from(stuck);
+            entry.stuck += i32::from(reason.is_some());
             for loser in &selection.losers {
                 let entry = summary.policies.entry(PolicyId::of(loser)).or_default();
                 entry

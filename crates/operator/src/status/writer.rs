@@ -26,7 +26,7 @@ use crate::{
     events::{EventType, Publisher},
     metrics::Metrics,
     powers::REFUSAL_REASONS,
-    status::summary::{REFUSED, Summary, desired_status, same_status, summarize},
+    status::summary::{REFUSED, StuckReason, Summary, desired_status, same_status, summarize},
 };
 
 /// The caches of one watch scope (all namespaces, or one).
@@ -77,7 +77,9 @@ pub async fn run(reporting: Reporting, scopes: Vec<Scope>, settings: Settings, i
             scope.books.failures.retain_pods(&live);
             let summary = summarize(&policies, pods.iter().map(|p| p.to_pod()), &settings, now);
             total.observed += summary.observed;
-            total.stuck += summary.stuck;
+            for (reason, count) in summary.stuck {
+                *total.stuck.entry(reason).or_default() += count;
+            }
             for refused in summary.policies.values().filter_map(|p| p.refused.as_ref()) {
                 *refusals.entry(refused.reason).or_default() += 1;
             }
@@ -87,7 +89,10 @@ pub async fn run(reporting: Reporting, scopes: Vec<Scope>, settings: Settings, i
             }
         }
         metrics.pods_observed.set(total.observed);
-        metrics.stuck_pods.set(total.stuck);
+        for reason in StuckReason::ALL {
+            let count = total.stuck.get(&reason).copied().unwrap_or(0);
+            metrics.stuck_pods.with_label_values(&[reason.as_str()]).set(count);
+        }
         for reason in REFUSAL_REASONS {
             metrics
                 .policies_refused

@@ -22,7 +22,8 @@ use kube::{
 use lameduck_api::{
     ShutdownPolicy, carry, drain,
     selection::{self, selects},
-    timing::{PodShape, Severity, Timeline},
+    shape::PodShape,
+    timing::{Severity, Timeline},
 };
 
 use crate::powers::{self, Request as PowerRequest};
@@ -239,7 +240,7 @@ pub fn refuse_powers(
 /// The timing rules for a pod that leaves everything to the policy: one app container without a
 /// preStop hook, the proxy, and the default `terminationGracePeriodSeconds`.
 fn timing_warnings(policy: &ShutdownPolicy) -> Vec<String> {
-    let proxy = policy.spec.proxy.resolve();
+    let proxy = policy.spec.mesh_proxy().resolve();
     let spec = PodSpec {
         containers: vec![
             Container { name: "app".into(), ..Container::default() },
@@ -247,8 +248,7 @@ fn timing_warnings(policy: &ShutdownPolicy) -> Vec<String> {
         ],
         ..PodSpec::default()
     };
-    let annotations = BTreeMap::new();
-    let shape = PodShape { spec: &spec, annotations: &annotations, runs_to_completion: false };
+    let shape = PodShape::new(&spec, None, false);
     let consequence = match policy.spec.drain.enforce {
         lameduck_api::Enforce::Warn => "pods are admitted with a warning",
         lameduck_api::Enforce::Fix => "pods get a longer terminationGracePeriodSeconds at admission",

@@ -2,14 +2,52 @@ use super::*;
 use crate::controller::attempts::Attempt;
 use lameduck_api::ProxyProfile;
 
-/// `decide` under `policy` (generation 0) and the operator's default limits.
+/// `decide` under `policy` (generation 0) and the operator's default limits, with the sidecar
+/// of an attempt reduced to its container name (`on`).
 fn d(pod: &Pod, policy: &ShutdownPolicySpec, log: &AttemptLog, now: Timestamp) -> Action {
-    decide(pod, &Terms { spec: policy, generation: 0, max_ephemeral_containers: 4 }, log, now)
+    named(decide(pod, &Terms { spec: policy, generation: 0, max_ephemeral_containers: 4 }, log, now))
+}
+
+/// An attempt's sidecar as `on(its container)`, so that tests compare the container alone.
+fn named(action: Action) -> Action {
+    match action {
+        Action::Attempt { sidecar, method, number, round, epoch, last_main_exit } => Action::Attempt {
+            sidecar: on(&sidecar.proxy.container_name),
+            method,
+            number,
+            round,
+            epoch,
+            last_main_exit,
+        },
+        other => other,
+    }
+}
+
+/// A sidecar known by its container name alone.
+fn on(container: &str) -> Box<Sidecar> {
+    let proxy = lameduck_api::ProxySpec {
+        profile: ProxyProfile::Custom,
+        container_name: Some(container.into()),
+        ..Default::default()
+    };
+    Box::new(Sidecar { proxy: proxy.resolve(), methods: vec![], field: String::new() })
 }
 
 /// The attempt `decide` asks for on the `stuck()` pod (its main container exited at -5s).
 fn next(method: ShutdownMethod, number: u32, round: u32) -> Action {
-    Action::Attempt { method, number, round, epoch: Epoch::default(), last_main_exit: at(-5) }
+    next_on("linkerd-proxy", method, number, round)
+}
+
+/// The attempt on `container` that `decide` asks for on a pod whose main exited at -5s.
+fn next_on(container: &str, method: ShutdownMethod, number: u32, round: u32) -> Action {
+    Action::Attempt {
+        sidecar: on(container),
+        method,
+        number,
+        round,
+        epoch: Epoch::default(),
+        last_main_exit: at(-5),
+    }
 }
 
 const NOW: &str = "2026-11-21T08:00:00Z";
@@ -69,7 +107,15 @@ fn attempt(
     secs_before_now: i64,
     outcome: Option<Outcome>,
 ) -> Attempt {
-    Attempt { number, round, method, started: at(-secs_before_now), outcome, epoch: Epoch::default() }
+    Attempt {
+        number,
+        round,
+        method,
+        container: None,
+        started: at(-secs_before_now),
+        outcome,
+        epoch: Epoch::default(),
+    }
 }
 
 fn failed() -> Option<Outcome> {
@@ -119,12 +165,21 @@ spec:
 }
 
 #[test]
-fn pods_not_owned_by_a_job_and_disabled_policies_are_ignored() {
-    let mut pod = stuck();
-    pod.metadata.owner_references = None;
+fn any_owner_or_none_is_finished_and_disabled_policies_are_ignored() {
+    let mut bare = stuck();
+    bare.metadata.owner_references = None;
+    assert_eq!(d(&bare, &linkerd_policy(), &AttemptLog::default(), now()), next(ShutdownMethod::Exec, 1, 1));
+    let mut workflow = stuck();
+    workflow.metadata.owner_references.as_mut().unwrap()[0].kind = "Workflow".into();
     assert_eq!(
-        d(&pod, &linkerd_policy(), &AttemptLog::default(), now()),
-        Action::Ignore(Ignored::NotAJobPod)
+        d(&workflow, &linkerd_policy(), &AttemptLog::default(), now()),
+        next(ShutdownMethod::Exec, 1, 1)
+    );
+    let mut service = stuck();
+    service.spec.as_mut().unwrap().restart_policy = Some("Always".into());
+    assert_eq!(
+        d(&service, &linkerd_policy(), &AttemptLog::default(), now()),
+        Action::Ignore(Ignored::RestartsAlways)
     );
     let mut policy = linkerd_policy();
     policy.completion.enabled = false;
@@ -185,11 +240,12 @@ status:
 fn proxy_exit_code_decides_done_or_failed() {
     let log = AttemptLog(vec![attempt(1, 1, ShutdownMethod::Exec, 3, Some(Outcome::Sent))]);
     let done = linkerd_job_pod(&exited(0, 5), &exited(0, 1));
-    assert_eq!(d(&done, &linkerd_policy(), &log, now()), Action::Done { attempts: 1 });
+    let ends = Ends { last_main_exit: Some(at(-5)), last_sidecar_exit: Some(at(-1)) };
+    assert_eq!(d(&done, &linkerd_policy(), &log, now()), Action::Done { attempts: 1, ends });
     let failed_proxy = linkerd_job_pod(&exited(0, 5), &exited(137, 1));
     assert_eq!(
         d(&failed_proxy, &linkerd_policy(), &log, now()),
-        Action::ProxyFailed { exit_code: 137, attempts: 1 }
+        Action::SidecarFailed { container: "linkerd-proxy".into(), exit_code: 137, attempts: 1, ends }
     );
     // Gone with no attempt of ours: not lameduck's doing (lameduck-await -S, say).
     assert_eq!(
@@ -238,7 +294,7 @@ fn endpoint_disabled_jumps_to_signal() {
     let mut policy = linkerd_policy();
     policy.completion.methods =
         vec![ShutdownMethod::Exec, ShutdownMethod::PortForward, ShutdownMethod::EphemeralContainer];
-    let Action::GiveUp { reason: GaveUp::NoMethod(why), attempts: 2 } = d(&stuck(), &policy, &log, now())
+    let Action::GiveUp { reason: GaveUp::NoMethod(why), attempts: 2, .. } = d(&stuck(), &policy, &log, now())
     else {
         panic!("expected to give up");
     };
@@ -254,7 +310,10 @@ fn exhausted_round_backs_off_then_starts_over() {
         attempt(2, 1, ShutdownMethod::Signal, 35, Some(Outcome::Sent)),
     ]);
     // Signal was sent 35s ago, timed out at -5s; round 2 may start 10s after that.
-    assert_eq!(d(&stuck(), &policy, &log, now()), Action::Exhausted { round: 1, retry_at: at(5) });
+    assert_eq!(
+        d(&stuck(), &policy, &log, now()),
+        Action::Exhausted { container: "linkerd-proxy".into(), round: 1, retry_at: at(5) }
+    );
     assert_eq!(d(&stuck(), &policy, &log, at(5)), next(ShutdownMethod::PortForward, 3, 2));
 }
 
@@ -340,12 +399,6 @@ fn ephemeral_container_exit_codes_correct_the_recorded_outcome() {
 }
 
 #[test]
-fn last_main_exit_is_the_latest_finish_once_every_main_container_is_done() {
-    assert_eq!(last_main_exit(&stuck(), "linkerd-proxy"), Some(at(-5)));
-    assert_eq!(last_main_exit(&linkerd_job_pod(RUNNING, RUNNING), "linkerd-proxy"), None);
-}
-
-#[test]
 fn a_signal_container_that_fails_is_recorded_with_what_it_said() {
     // The case of issue #14: the Signal container got EPERM and exited 1; today it stayed "sent".
     let mut pod = with_ephemeral_exit("lameduck-shutdown-2", 1);
@@ -392,7 +445,7 @@ fn with_linkerd_defaults_only_signal_is_tried() {
     // Without Signal there is nothing to try: lameduck gives up at once and says why.
     let mut policy = linkerd_policy();
     policy.completion.methods = vec![ShutdownMethod::Exec, ShutdownMethod::PortForward];
-    let Action::GiveUp { reason: GaveUp::NoMethod(why), attempts: 0 } =
+    let Action::GiveUp { reason: GaveUp::NoMethod(why), attempts: 0, .. } =
         d(&linkerd_defaults(), &policy, &AttemptLog::default(), now())
     else {
         panic!("expected to give up");
@@ -427,19 +480,20 @@ fn after_max_rounds_lameduck_gives_up_until_the_proxy_restarts_or_the_policy_cha
     let three = failed_rounds(3, Epoch::default());
     assert_eq!(
         d(&stuck(), &policy, &three, now()),
-        Action::GiveUp { reason: GaveUp::Rounds(3), attempts: 6 }
+        Action::GiveUp { container: "linkerd-proxy".into(), reason: GaveUp::Rounds(3), attempts: 6 }
     );
     // Asked again and again, the answer stays: no calls.
     assert_eq!(
         d(&stuck(), &policy, &three, at(86_400)),
-        Action::GiveUp { reason: GaveUp::Rounds(3), attempts: 6 }
+        Action::GiveUp { container: "linkerd-proxy".into(), reason: GaveUp::Rounds(3), attempts: 6 }
     );
 
     // A new spec (generation) starts a fresh count.
     let terms = Terms { spec: &policy, generation: 2, max_ephemeral_containers: 4 };
     assert_eq!(
-        decide(&stuck(), &terms, &three, now()),
+        named(decide(&stuck(), &terms, &three, now())),
         Action::Attempt {
+            sidecar: on("linkerd-proxy"),
             method: ShutdownMethod::Exec,
             number: 7,
             round: 4,
@@ -463,7 +517,7 @@ fn after_max_rounds_lameduck_gives_up_until_the_proxy_restarts_or_the_policy_cha
             ..a
         }),
     );
-    assert!(matches!(decide(&stuck(), &terms, &mixed, now()), Action::Attempt { round: 5, .. }));
+    assert!(matches!(named(decide(&stuck(), &terms, &mixed, now())), Action::Attempt { round: 5, .. }));
 }
 
 #[test]
@@ -484,7 +538,8 @@ fn ephemeral_containers_are_capped_per_pod() {
     // With only container methods left, lameduck gives up and names the flag.
     policy.completion.methods = vec![ShutdownMethod::EphemeralContainer, ShutdownMethod::Signal];
     let terms = Terms { spec: &policy, generation: 0, max_ephemeral_containers: 2 };
-    let Action::GiveUp { reason: GaveUp::NoMethod(why), .. } = decide(&stuck(), &terms, &four, now()) else {
+    let Action::GiveUp { reason: GaveUp::NoMethod(why), .. } = named(decide(&stuck(), &terms, &four, now()))
+    else {
         panic!("expected to give up");
     };
     assert!(why.contains("--max-ephemeral-containers"), "{why}");
@@ -505,8 +560,12 @@ fn the_record_never_grows_past_max_attempts() {
     );
     let terms = Terms { spec: &policy, generation: 1000, max_ephemeral_containers: 4 };
     assert_eq!(
-        decide(&stuck(), &terms, &log, now()),
-        Action::GiveUp { reason: GaveUp::Attempts, attempts: MAX_ATTEMPTS }
+        named(decide(&stuck(), &terms, &log, now())),
+        Action::GiveUp {
+            container: "linkerd-proxy".into(),
+            reason: GaveUp::Attempts,
+            attempts: MAX_ATTEMPTS
+        }
     );
 }
 

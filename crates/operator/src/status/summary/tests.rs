@@ -56,7 +56,9 @@ fn counts_matched_and_stuck_pods_per_policy_and_skips_finished_ones() {
         pod("other", "b", DONE, "Running"),
     ];
     let summary = summarize(&policies, pods.clone(), &Settings::for_tests(None), now());
-    assert_eq!((summary.observed, summary.stuck), (2, 1));
+    // The pod no policy selects is stuck too, and said so.
+    let stuck = BTreeMap::from([(StuckReason::Stopping, 1), (StuckReason::NoPolicy, 1)]);
+    assert_eq!((summary.observed, summary.stuck), (2, stuck));
     let a = &summary.policies[&key("a")];
     assert_eq!((a.matched, a.stuck, a.conflict.clone(), a.invalid.clone()), (2, 1, None, None));
 
@@ -66,7 +68,7 @@ fn counts_matched_and_stuck_pods_per_policy_and_skips_finished_ones() {
         ..Default::default()
     };
     let summary = summarize(&policies, pods.clone(), &Settings::for_tests(Some(default.clone())), now());
-    assert_eq!((summary.observed, summary.stuck), (3, 2));
+    assert_eq!((summary.observed, summary.stuck), (3, BTreeMap::from([(StuckReason::Stopping, 2)])));
     assert_eq!(summary.policies[&key("a")].matched, 2);
 }
 
