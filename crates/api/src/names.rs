@@ -190,6 +190,10 @@ pub mod annotations {
 
     /// Linkerd: inject the proxy into this workload (`enabled`).
     pub const LINKERD_INJECT: &str = "linkerd.io/inject";
+    /// Set by Linkerd's proxy injector on every pod it injected.
+    pub const LINKERD_PROXY_VERSION: &str = "linkerd.io/proxy-version";
+    /// Set by Istio's sidecar injector on every pod it injected.
+    pub const ISTIO_SIDECAR_STATUS: &str = "sidecar.istio.io/status";
     /// Linkerd: preStop sleep on the proxy, in whole seconds.
     pub const LINKERD_WAIT_BEFORE_EXIT_SECONDS: &str =
         "config.alpha.linkerd.io/proxy-wait-before-exit-seconds";

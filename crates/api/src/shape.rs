@@ -16,7 +16,10 @@ use k8s_openapi::{
 };
 use serde::Serialize;
 
-use crate::{names::containers, policy::ProxyProfile};
+use crate::{
+    names::{annotations, containers},
+    policy::ProxyProfile,
+};
 
 /// How a sidecar runs in the pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -159,6 +162,22 @@ impl<'a> PodShape<'a> {
     /// The mesh proxy, when a policy does not name it: the first known sidecar the pod has.
     pub fn known_proxy(&self) -> Option<(ProxyProfile, Placed<'a>)> {
         KNOWN_SIDECARS.iter().find_map(|(name, profile)| Some((*profile, self.container(name)?)))
+    }
+
+    /// The mesh whose injector marked this pod: its annotation (Linkerd's proxy-version,
+    /// Istio's sidecar-status) and its proxy container both there. `None` for anything else,
+    /// however its containers are named.
+    pub fn injected_mesh(&self) -> Option<ProxyProfile> {
+        [
+            (annotations::LINKERD_PROXY_VERSION, ProxyProfile::Linkerd),
+            (annotations::ISTIO_SIDECAR_STATUS, ProxyProfile::Istio),
+        ]
+        .into_iter()
+        .find(|(annotation, profile)| {
+            self.annotations.contains_key(*annotation)
+                && profile.container_name().is_some_and(|name| self.container(name).is_some())
+        })
+        .map(|(_, profile)| profile)
     }
 
     /// The main containers: every regular container that is not one of `sidecars` and not a

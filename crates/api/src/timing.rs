@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::{
     duration::GoDuration,
     names::{annotations, containers, defaults, env},
-    policy::ShutdownPolicySpec,
+    policy::{ProxyProfile, ShutdownMethod, ShutdownPolicySpec},
     prestop::{self, HookDelay},
     shape::{Placed, Placement, PodShape},
 };
@@ -105,6 +105,11 @@ pub struct Timeline {
     /// Whether something shuts the proxy down once the app has finished: a policy with
     /// completion enabled, or an app wrapped with `lameduck-await -S` / `linkerd-await -S`.
     pub completion_handled: bool,
+    /// The policy's classic sidecars in a pod meant to finish that lameduck will stop with
+    /// SIGTERM (`Signal` comes first among their methods, or they have no quit endpoint), and
+    /// the field that says so.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signalled_sidecars: Vec<(String, String)>,
 }
 
 /// How bad a finding is.
@@ -139,11 +144,14 @@ pub enum Rule {
     NativeSidecarWait,
     /// A pod meant to finish has a classic proxy and nothing shuts it down.
     JobNeverCompletes,
+    /// A sidecar of a pod meant to finish will be stopped with SIGTERM, on which many programs
+    /// exit 143 and so fail the pod.
+    SidecarStoppedBySignal,
 }
 
 impl Rule {
     /// Every rule, for reports that list each one (a metric per rule that drops to 0).
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::AppPreStopNotBelowProxyWait,
         Self::ProxyWaitNotBelowTerminationGrace,
         Self::AppPreStopNotBelowTerminationGrace,
@@ -153,6 +161,7 @@ impl Rule {
         Self::UnknownProxyGrace,
         Self::NativeSidecarWait,
         Self::JobNeverCompletes,
+        Self::SidecarStoppedBySignal,
     ];
 
     /// The rule's stable identifier.
@@ -167,6 +176,7 @@ impl Rule {
             Self::UnknownProxyGrace => "unknown-proxy-grace",
             Self::NativeSidecarWait => "native-sidecar-wait",
             Self::JobNeverCompletes => "job-never-completes",
+            Self::SidecarStoppedBySignal => "sidecar-stopped-by-signal",
         }
     }
 }
@@ -339,6 +349,22 @@ impl Timeline {
 
         let completion_handled = policy.is_some_and(|p| p.completion.enabled)
             || spec.containers.iter().any(wrapped_with_await_shutdown);
+        let signalled_sidecars = match policy.filter(|p| p.completion.enabled && pod.runs_to_completion) {
+            None => Vec::new(),
+            Some(policy) => policy
+                .sidecars()
+                .into_iter()
+                .filter(|s| {
+                    pod.container(&s.proxy.container_name).is_some_and(|c| c.placement == Placement::Classic)
+                })
+                .filter(|s| {
+                    let signal_first = s.methods.first() == Some(&ShutdownMethod::Signal);
+                    let no_endpoint = s.proxy.profile == ProxyProfile::Custom;
+                    signal_first || (no_endpoint && s.methods.contains(&ShutdownMethod::Signal))
+                })
+                .map(|s| (s.proxy.container_name, format!("{}.methods", s.field)))
+                .collect(),
+        };
 
         Self {
             termination_grace_period,
@@ -347,6 +373,7 @@ impl Timeline {
             proxy,
             runs_to_completion: pod.runs_to_completion,
             completion_handled,
+            signalled_sidecars,
         }
     }
 
@@ -527,6 +554,16 @@ impl Timeline {
                     ),
                 );
             }
+        }
+        for (name, field) in &self.signalled_sidecars {
+            out.push(Finding {
+                severity: Severity::Warning,
+                rule: Rule::SidecarStoppedBySignal,
+                container: Some(name.clone()),
+                message: format!(
+                    "sidecar {name:?} will be stopped with SIGTERM ({field}); many programs exit 143 on SIGTERM, which fails the pod: prefer a quit endpoint (a profile's, with PortForward or EphemeralContainer first) or make it exit 0 on SIGTERM"
+                ),
+            });
         }
         out.sort_by_key(|f| std::cmp::Reverse(f.severity));
         out

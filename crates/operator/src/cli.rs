@@ -5,12 +5,15 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Parser, ValueEnum};
 use lameduck_api::{
-    GoDuration, ProxyProfile, ShutdownPolicySpec,
+    GoDuration, ProxyProfile,
     names::{env, images, webhook},
 };
 
 use crate::{
-    controller::applied::default_spec, leader::LeaseSettings, powers::Limits, webhook::certs::CertSettings,
+    controller::applied::{Fallback, default_spec},
+    leader::LeaseSettings,
+    powers::Limits,
+    webhook::certs::CertSettings,
     webhook::secret::CertConfig,
 };
 
@@ -21,7 +24,9 @@ pub struct Cli {
     /// Watch only these namespaces (repeat the flag or separate with commas); all when empty.
     #[arg(long = "namespace", env = env::OPERATOR_NAMESPACE, value_delimiter = ',', value_name = "NS")]
     pub namespaces: Vec<String>,
-    /// Also handle Job pods that no ShutdownPolicy selects, with this proxy profile's defaults.
+    /// Also finish the run-to-completion pods that no ShutdownPolicy selects: `auto` those that
+    /// Linkerd's or Istio's injector marked, with that mesh's profile and only PortForward;
+    /// `linkerd` or `lameduck` every such pod, with that profile's defaults.
     #[arg(long, env = env::OPERATOR_DEFAULT_PROFILE, value_name = "PROFILE")]
     pub default_profile: Option<DefaultProfile>,
     /// Observe and report (events, metrics, status) without shutting any proxy down.
@@ -110,6 +115,7 @@ pub struct Cli {
 /// The profiles `--default-profile` offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DefaultProfile {
+    Auto,
     Linkerd,
     Lameduck,
 }
@@ -125,7 +131,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub namespaces: Vec<String>,
-    pub default: Option<ShutdownPolicySpec>,
+    pub default: Fallback,
     pub dry_run: bool,
     pub admin_addr: SocketAddr,
     pub ephemeral_image: String,
@@ -313,12 +319,16 @@ impl Cli {
         });
         Ok(Config {
             namespaces: self.namespaces.clone(),
-            default: self.default_profile.map(|p| {
-                default_spec(match p {
-                    DefaultProfile::Linkerd => ProxyProfile::Linkerd,
-                    DefaultProfile::Lameduck => ProxyProfile::Lameduck,
-                })
-            }),
+            default: match self.default_profile {
+                None => Fallback::Off,
+                Some(DefaultProfile::Auto) => Fallback::auto(),
+                Some(DefaultProfile::Linkerd) => {
+                    Fallback::Profile(Box::new(default_spec(ProxyProfile::Linkerd)))
+                }
+                Some(DefaultProfile::Lameduck) => {
+                    Fallback::Profile(Box::new(default_spec(ProxyProfile::Lameduck)))
+                }
+            },
             dry_run: self.dry_run,
             admin_addr,
             ephemeral_image: self.ephemeral_image.clone(),
@@ -360,7 +370,7 @@ mod tests {
     #[test]
     fn defaults_watch_everything_and_act() {
         let config = parse(&[]).validate(Some("op-0".into()), Some("lameduck".into())).unwrap();
-        assert!(config.namespaces.is_empty() && !config.dry_run && config.default.is_none());
+        assert!(config.namespaces.is_empty() && !config.dry_run && config.default == Fallback::Off);
         assert_eq!(config.lease.namespace, "lameduck");
         assert_eq!(config.lease.identity, "op-0");
         assert_eq!(config.lease.duration_secs, 15);
@@ -425,7 +435,8 @@ mod tests {
         assert_eq!(config.namespaces, ["a", "b", "c"]);
         assert_eq!(config.lease.namespace, "a");
         assert!(config.dry_run);
-        assert_eq!(config.default.unwrap().proxy.resolve().container_name, "linkerd-proxy");
+        let Fallback::Profile(spec) = config.default else { panic!("a profile") };
+        assert_eq!(spec.proxy.resolve().container_name, "linkerd-proxy");
     }
 
     #[test]

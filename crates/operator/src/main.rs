@@ -25,10 +25,7 @@ use kube::{
         watcher,
     },
 };
-use lameduck_api::{
-    ShutdownPolicy,
-    names::{env, labels},
-};
+use lameduck_api::{ShutdownPolicy, names::env};
 use lameduck_operator::{
     admin,
     audit::pod::AdmittedPod,
@@ -119,6 +116,17 @@ fn exclusion(namespaces: &[String]) -> Option<String> {
     })
 }
 
+/// The field selector of run-to-completion pods (`restartPolicy` `Never` or `OnFailure`).
+const RUN_TO_COMPLETION: &str = "spec.restartPolicy!=Always";
+
+/// `fields` and the exclusions, as one field selector.
+fn join_fields(fields: &str, excluded: &Option<String>) -> String {
+    match excluded {
+        Some(excluded) => format!("{fields},{excluded}"),
+        None => fields.to_owned(),
+    }
+}
+
 fn with_fields(config: watcher::Config, fields: &Option<String>) -> watcher::Config {
     match fields {
         Some(fields) => config.fields(fields),
@@ -160,7 +168,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Excluded namespaces are left out of every watch, so nothing in them is seen or acted on.
     let excluded = exclusion(&config.exclude_namespaces);
     tracing::info!(namespaces = ?config.namespaces, dry_run = config.dry_run, identity = %config.lease.identity,
-        default_profile = ?config.default.as_ref().map(|d| d.proxy.profile), "starting");
+        default_profile = %config.default.describe(), "starting");
 
     // The webhook's listener is bound first, so that a port in use fails the start.
     let webhook_listener = match &config.webhook {
@@ -202,14 +210,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
             (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         sync_flags.extend([pods_synced.clone(), policies_synced.clone()]);
         let (policy_reader, policy_writer) = reflector::store();
-        // Job pods only (CronJob pods are Job pods), trimmed before they are cached.
-        let pods =
-            watcher(pods_api, with_fields(watcher::Config::default().labels(labels::JOB_NAME), &excluded))
-                .default_backoff()
-                .modify(SlimPod::trim)
-                .reflect(pod_writer)
-                .inspect(synced_when_listed(pods_synced.clone()))
-                .applied_objects();
+        // Run-to-completion pods only, whatever owns them, trimmed before they are cached. The
+        // API server filters: pods that restart always (most of a cluster) never reach the cache.
+        let run_to_completion = join_fields(RUN_TO_COMPLETION, &excluded);
+        let pods = watcher(pods_api, watcher::Config::default().fields(&run_to_completion))
+            .default_backoff()
+            .modify(SlimPod::trim)
+            .reflect(pod_writer)
+            .inspect(synced_when_listed(pods_synced.clone()))
+            .applied_objects();
         // Status writes do not change the generation: only spec changes re-trigger the pods.
         let policies = watcher(policies_api, with_fields(watcher::Config::default(), &excluded))
             .default_backoff()

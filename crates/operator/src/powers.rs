@@ -12,7 +12,7 @@ use k8s_openapi::api::{
     authentication::v1::UserInfo,
     authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
 };
-use lameduck_api::{ShutdownMethod, ShutdownPolicySpec};
+use lameduck_api::{ShutdownMethod, ShutdownPolicySpec, Sidecar};
 
 /// A power over other workloads' pods that a policy can ask the operator to use for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,45 +65,53 @@ pub fn access_review(user: &UserInfo, namespace: &str, power: Power) -> SubjectA
 /// One power a spec asks for, and the field that asks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
-    pub field: &'static str,
+    pub field: String,
     pub power: Power,
 }
 
-fn uses(spec: &ShutdownPolicySpec, method: ShutdownMethod) -> bool {
-    spec.completion.enabled && spec.completion.methods.contains(&method)
+/// Whether completion runs `method` on `sidecar`.
+fn uses(spec: &ShutdownPolicySpec, sidecar: &Sidecar, method: ShutdownMethod) -> bool {
+    spec.completion.enabled && sidecar.methods.contains(&method)
 }
 
-fn uses_containers(spec: &ShutdownPolicySpec) -> bool {
-    uses(spec, ShutdownMethod::EphemeralContainer) || uses(spec, ShutdownMethod::Signal)
+fn uses_containers(spec: &ShutdownPolicySpec, sidecar: &Sidecar) -> bool {
+    uses(spec, sidecar, ShutdownMethod::EphemeralContainer) || uses(spec, sidecar, ShutdownMethod::Signal)
 }
 
-/// The powers `spec` asks for beyond what every policy gets. A policy that keeps to its
-/// profile's container, command and the operator's image asks for none: the operator's own
-/// calls then reach only the proxy, in the ways the profile defines.
+/// Whether `sidecar` has an exec command of its own, not its profile's.
+fn custom_exec_command(sidecar: &Sidecar) -> bool {
+    let proxy = &sidecar.proxy;
+    proxy.exec_command.is_some() && proxy.exec_command != proxy.profile.exec_command(proxy.admin_port)
+}
+
+/// The powers `spec` asks for beyond what every policy gets. A policy that keeps each sidecar
+/// to its profile's container and command, and to the operator's image, asks for none: the
+/// operator's own calls then reach only those containers, in the ways the profiles define.
+/// (`Custom` has no container of its own: naming one asks for the powers its methods use.)
 pub fn requested(spec: &ShutdownPolicySpec) -> Vec<Request> {
     let mut requests = Vec::new();
-    let mut ask = |field, power| {
+    let mut ask = |field: String, power| {
         let request = Request { field, power };
         if !requests.contains(&request) {
             requests.push(request);
         }
     };
-    if spec.proxy.exec_command.is_some() && uses(spec, ShutdownMethod::Exec) {
-        ask("spec.proxy.execCommand", Power::Exec);
-    }
-    let own_container = spec.proxy.profile.container_name();
-    if let Some(name) = &spec.proxy.container_name
-        && own_container != Some(name.as_str())
-    {
-        if uses(spec, ShutdownMethod::Exec) {
-            ask("spec.proxy.containerName", Power::Exec);
+    let sidecars = spec.sidecars();
+    for sidecar in &sidecars {
+        if custom_exec_command(sidecar) && uses(spec, sidecar, ShutdownMethod::Exec) {
+            ask(format!("{}.execCommand", sidecar.field), Power::Exec);
         }
-        if uses_containers(spec) {
-            ask("spec.proxy.containerName", Power::EphemeralContainers);
+        if sidecar.proxy.profile.container_name() != Some(sidecar.proxy.container_name.as_str()) {
+            if uses(spec, sidecar, ShutdownMethod::Exec) {
+                ask(format!("{}.containerName", sidecar.field), Power::Exec);
+            }
+            if uses_containers(spec, sidecar) {
+                ask(format!("{}.containerName", sidecar.field), Power::EphemeralContainers);
+            }
         }
     }
-    if spec.completion.ephemeral_image.is_some() && uses_containers(spec) {
-        ask("spec.completion.ephemeralImage", Power::EphemeralContainers);
+    if spec.completion.ephemeral_image.is_some() && sidecars.iter().any(|s| uses_containers(spec, s)) {
+        ask("spec.completion.ephemeralImage".to_owned(), Power::EphemeralContainers);
     }
     requests
 }
@@ -122,7 +130,7 @@ pub struct Limits {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     /// The field at fault.
-    pub field: &'static str,
+    pub field: String,
     /// The label of `lameduck_policies_refused{reason}`: bounded.
     pub reason: &'static str,
     pub message: String,
@@ -130,12 +138,13 @@ pub struct Refusal {
 
 /// Why the operator refuses `spec`, if it does.
 pub fn refusal(spec: &ShutdownPolicySpec, limits: &Limits) -> Option<Refusal> {
+    let sidecars = spec.sidecars();
     if let Some(image) = &spec.completion.ephemeral_image
-        && uses_containers(spec)
+        && sidecars.iter().any(|s| uses_containers(spec, s))
         && !limits.allowed_images.iter().any(|allowed| allowed == image)
     {
         return Some(Refusal {
-            field: "spec.completion.ephemeralImage",
+            field: "spec.completion.ephemeralImage".to_owned(),
             reason: "ephemeral_image",
             message: format!(
                 "spec.completion.ephemeralImage: {image:?} is not among the operator's allowed images \
@@ -144,17 +153,20 @@ pub fn refusal(spec: &ShutdownPolicySpec, limits: &Limits) -> Option<Refusal> {
             ),
         });
     }
-    if spec.proxy.exec_command.is_some()
-        && uses(spec, ShutdownMethod::Exec)
-        && !limits.allow_custom_exec_command
+    if let Some(sidecar) = sidecars
+        .iter()
+        .find(|s| custom_exec_command(s) && uses(spec, s, ShutdownMethod::Exec))
+        .filter(|_| !limits.allow_custom_exec_command)
     {
+        let field = format!("{}.execCommand", sidecar.field);
         return Some(Refusal {
-            field: "spec.proxy.execCommand",
+            message: format!(
+                "{field}: the operator runs no custom exec command unless started with \
+                 --allow-custom-exec-command; remove the field to use the profile's command, or Exec \
+                 from the methods"
+            ),
+            field,
             reason: "exec_command",
-            message: "spec.proxy.execCommand: the operator runs no custom exec command unless started \
-                      with --allow-custom-exec-command; remove the field to use the profile's command, \
-                      or Exec from spec.completion.methods"
-                .to_owned(),
         });
     }
     None
@@ -183,20 +195,20 @@ mod tests {
     #[test]
     fn custom_commands_containers_and_images_ask_for_the_powers_they_use() {
         let exec = requested(&spec("{proxy: {execCommand: [/bin/sh, -c, 'cat /etc/shadow']}}"));
-        assert_eq!(exec, [Request { field: "spec.proxy.execCommand", power: Power::Exec }]);
+        assert_eq!(exec, [Request { field: "spec.proxy.execCommand".into(), power: Power::Exec }]);
 
         let other = requested(&spec("{proxy: {profile: Custom, containerName: app}}"));
         assert_eq!(
             other,
             [
-                Request { field: "spec.proxy.containerName", power: Power::Exec },
-                Request { field: "spec.proxy.containerName", power: Power::EphemeralContainers },
+                Request { field: "spec.proxy.containerName".into(), power: Power::Exec },
+                Request { field: "spec.proxy.containerName".into(), power: Power::EphemeralContainers },
             ]
         );
         let signal_only = requested(&spec("{proxy: {containerName: app}, completion: {methods: [Signal]}}"));
         assert_eq!(
             signal_only,
-            [Request { field: "spec.proxy.containerName", power: Power::EphemeralContainers }]
+            [Request { field: "spec.proxy.containerName".into(), power: Power::EphemeralContainers }]
         );
 
         let image = requested(&spec(
@@ -204,13 +216,44 @@ mod tests {
         ));
         assert_eq!(
             image,
-            [Request { field: "spec.completion.ephemeralImage", power: Power::EphemeralContainers }]
+            [Request { field: "spec.completion.ephemeralImage".into(), power: Power::EphemeralContainers }]
         );
         // Fields whose methods are not used ask for nothing.
         assert_eq!(requested(&spec("{completion: {ephemeralImage: x, methods: [PortForward]}}")), []);
         assert_eq!(requested(&spec("{proxy: {execCommand: [x]}, completion: {methods: [Signal]}}")), []);
         assert_eq!(requested(&spec("{proxy: {execCommand: [x]}, completion: {enabled: false}}")), []);
         assert_eq!(Power::EphemeralContainers.describe(), "patch pods/ephemeralcontainers");
+    }
+
+    #[test]
+    fn each_sidecar_asks_for_what_its_own_methods_use_on_it() {
+        let spec = spec(
+            "{completion: {methods: [PortForward]}, sidecars: [
+               {profile: Custom, containerName: log-agent, methods: [Signal]},
+               {profile: CloudSqlProxy},
+               {profile: Custom, containerName: vault-agent, execCommand: [/bin/quit], methods: [Exec]},
+               {profile: Lameduck, methods: [Exec, EphemeralContainer]}]}",
+        );
+        assert_eq!(
+            requested(&spec),
+            [
+                Request { field: "spec.sidecars[0].containerName".into(), power: Power::EphemeralContainers },
+                Request { field: "spec.sidecars[2].execCommand".into(), power: Power::Exec },
+                Request { field: "spec.sidecars[2].containerName".into(), power: Power::Exec },
+            ]
+        );
+        let refused = refusal(&spec, &Limits::default()).expect("a custom exec command is refused");
+        assert_eq!(
+            (refused.field.as_str(), refused.reason),
+            ("spec.sidecars[2].execCommand", "exec_command")
+        );
+        // With `sidecars`, `proxy` does not take part in completion.
+        let ignored = requested(&spec_with_proxy_exec());
+        assert_eq!(ignored, []);
+    }
+
+    fn spec_with_proxy_exec() -> ShutdownPolicySpec {
+        spec("{proxy: {execCommand: [x]}, sidecars: [{profile: Lameduck}]}")
     }
 
     #[test]
@@ -237,11 +280,14 @@ mod tests {
         assert_eq!(refusal(&spec("{}"), &limits), None);
         assert_eq!(refusal(&spec("{completion: {ephemeralImage: 'ours:1'}}"), &limits), None);
         let image = refusal(&spec("{completion: {ephemeralImage: 'evil:1'}}"), &limits).unwrap();
-        assert_eq!((image.field, image.reason), ("spec.completion.ephemeralImage", "ephemeral_image"));
+        assert_eq!(
+            (image.field.as_str(), image.reason),
+            ("spec.completion.ephemeralImage", "ephemeral_image")
+        );
         assert!(image.message.contains("evil:1") && image.message.contains("--allowed-ephemeral-image"));
 
         let exec = refusal(&spec("{proxy: {execCommand: [x]}}"), &limits).unwrap();
-        assert_eq!((exec.field, exec.reason), ("spec.proxy.execCommand", "exec_command"));
+        assert_eq!((exec.field.as_str(), exec.reason), ("spec.proxy.execCommand", "exec_command"));
         assert!(exec.message.contains("--allow-custom-exec-command"));
         let allowed = Limits { allow_custom_exec_command: true, ..limits };
         assert_eq!(refusal(&spec("{proxy: {execCommand: [x]}}"), &allowed), None);

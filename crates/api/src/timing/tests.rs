@@ -344,3 +344,37 @@ fn timeline_serializes_durations_as_seconds() {
     assert_eq!(json["proxy"]["waitBeforeExit"]["kind"], "known");
     assert_eq!(json["proxy"]["shutdownGracePeriodSeconds"], 120.0);
 }
+
+#[test]
+fn sidecars_that_lameduck_will_signal_are_warned_of_in_pods_that_finish() {
+    let pod = "
+spec:
+  restartPolicy: Never
+  containers: [{name: app}, {name: log-agent}, {name: cloud-sql-proxy}, {name: lameduck-proxy}]
+";
+    let policy: ShutdownPolicySpec = serde_yaml_ng::from_str(
+        "{sidecars: [
+           {profile: Custom, containerName: log-agent, methods: [PortForward, Signal]},
+           {profile: CloudSqlProxy, methods: [Signal, PortForward]},
+           {profile: Lameduck, methods: [EphemeralContainer, Signal]}]}",
+    )
+    .unwrap();
+    let found = timeline_with(pod, Some(&policy), true).findings();
+    let signalled: Vec<(&str, &str)> = found
+        .iter()
+        .filter(|f| f.rule == Rule::SidecarStoppedBySignal)
+        .map(|f| (f.container.as_deref().unwrap(), f.severity))
+        .map(|(c, s)| (c, if s == Severity::Warning { "warning" } else { "error" }))
+        .collect();
+    // A Custom sidecar has no quit endpoint; cloud-sql-proxy gets Signal first; the proxy's
+    // endpoint comes before Signal.
+    assert_eq!(signalled, [("log-agent", "warning"), ("cloud-sql-proxy", "warning")]);
+    assert!(
+        found[found.len() - 1].message.contains("spec.sidecars[1].methods"),
+        "{}",
+        found[found.len() - 1].message
+    );
+    // A pod that does not finish never has its sidecars stopped by lameduck.
+    let service = timeline_with(pod, Some(&policy), false).findings();
+    assert!(service.iter().all(|f| f.rule != Rule::SidecarStoppedBySignal));
+}

@@ -1,4 +1,4 @@
-//! What the operator caches of a Job pod: a slim type that deserializes only the fields its
+//! What the operator caches of a run-to-completion pod: a slim type that deserializes only the fields its
 //! decisions and its ephemeral containers read, straight from the API server's JSON. A full
 //! `Pod` is over 2 KiB before any field is set (each `Container` another 2 KiB), so ten thousand
 //! cached `Pod`s cost tens of MiB even when trimmed; this costs a fraction of that. It is turned
@@ -6,12 +6,15 @@
 
 use k8s_openapi::{
     api::core::v1::{
-        Container, ContainerState, ContainerStatus, ContainerUser, EnvVar, EnvVarSource, Pod,
-        PodSecurityContext, PodSpec, PodStatus, SecurityContext,
+        Container, ContainerRestartRule, ContainerState, ContainerStatus, ContainerUser, EnvVar,
+        EnvVarSource, Pod, PodSecurityContext, PodSpec, PodStatus, SecurityContext,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use lameduck_api::names::{annotations, env};
+use lameduck_api::{
+    endpoint::{ENABLE_SHUTDOWN_FLAG, QUITQUITQUIT_FLAG},
+    names::{annotations, env},
+};
 use serde::Deserialize;
 
 /// Ephemeral containers of other tools are none of lameduck's business.
@@ -27,13 +30,17 @@ const KEPT_ANNOTATIONS: [&str; 4] = [
     annotations::ENABLE_SHUTDOWN_ENDPOINT,
     annotations::LINKERD_ADMIN_SHUTDOWN,
 ];
-/// The env vars that say whether the proxy's shutdown endpoint is on.
-const KEPT_ENV: [&str; 3] =
-    [env::LINKERD_SHUTDOWN_ENDPOINT_ENABLED, env::PROXY_ENABLE_SHUTDOWN_ENDPOINT, env::PROXY_SETTINGS_FILE];
+/// The env vars that say whether a sidecar's shutdown endpoint is on.
+const KEPT_ENV: [&str; 4] = [
+    env::LINKERD_SHUTDOWN_ENDPOINT_ENABLED,
+    env::PROXY_ENABLE_SHUTDOWN_ENDPOINT,
+    env::PROXY_SETTINGS_FILE,
+    env::CLOUD_SQL_PROXY_QUITQUITQUIT,
+];
 /// The command-line flags that do.
-const KEPT_FLAGS: [&str; 2] = ["--enable-shutdown-endpoint", "--settings-file"];
+const KEPT_FLAGS: [&str; 3] = [ENABLE_SHUTDOWN_FLAG, "--settings-file", QUITQUITQUIT_FLAG];
 
-/// A Job pod as the operator caches it.
+/// A run-to-completion pod as the operator caches it.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlimPod {
@@ -58,14 +65,16 @@ pub struct Spec {
     pub security_context: Option<UserIds>,
 }
 
-/// A container's name, restart policy (native sidecars), user, and what of its command line and
-/// env says whether a proxy's shutdown endpoint is on.
+/// A container's name, restart policy and rules (native sidecars, main containers that restart),
+/// user, and what of its command line and env says whether a sidecar's shutdown endpoint is on.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlimContainer {
     pub name: String,
     #[serde(default)]
     pub restart_policy: Option<String>,
+    #[serde(default)]
+    pub restart_policy_rules: Vec<ContainerRestartRule>,
     #[serde(default)]
     pub security_context: Option<UserIds>,
     #[serde(default)]
@@ -182,6 +191,8 @@ impl SlimPod {
         let container = |c: &SlimContainer| Container {
             name: c.name.clone(),
             restart_policy: c.restart_policy.clone(),
+            restart_policy_rules: (!c.restart_policy_rules.is_empty())
+                .then(|| c.restart_policy_rules.clone()),
             security_context: c.security_context.map(|ids| SecurityContext {
                 run_as_user: ids.run_as_user,
                 run_as_group: ids.run_as_group,

@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::{
-    controller::applied::{Applied, applied},
+    controller::applied::{Applied, Fallback, applied},
     controller::attempts::{Attempt, AttemptLog, AttemptLogError, Outcome},
     controller::books::{Bookkeeping, Ending, MAX_ERROR_BACKOFF, Slots, error_backoff, seed},
     controller::decide::{Action, Ends, GaveUp, Terms, decide},
@@ -39,8 +39,8 @@ use crate::{
 pub struct Settings {
     /// Observe and report, never act.
     pub dry_run: bool,
-    /// Built-in settings for Job pods that no policy selects (`--default-profile`).
-    pub default: Option<ShutdownPolicySpec>,
+    /// What applies to the pods that no policy selects (`--default-profile`).
+    pub default: Fallback,
     /// Image of the ephemeral containers when the policy names none.
     pub ephemeral_image: String,
     /// What policies may ask of the operator.
@@ -64,7 +64,7 @@ impl Settings {
     pub fn for_tests(default: Option<ShutdownPolicySpec>) -> Self {
         Self {
             dry_run: false,
-            default,
+            default: default.map_or(Fallback::Off, |spec| Fallback::Profile(Box::new(spec))),
             ephemeral_image: lameduck_api::names::images::PROXY.to_owned(),
             limits: Limits {
                 allowed_images: vec![lameduck_api::names::images::PROXY.to_owned()],
@@ -151,7 +151,7 @@ impl Context {
         let namespace = pod.namespace();
         let policies: Vec<Arc<ShutdownPolicy>> =
             self.policies.state().into_iter().filter(|p| p.namespace() == namespace).collect();
-        applied(pod, &policies, self.settings.default.as_ref())
+        applied(pod, &policies, &self.settings.default)
     }
 
     fn pods(&self, pod: &Pod) -> Api<Pod> {

@@ -11,7 +11,7 @@ use k8s_openapi::{
 };
 use kube::ResourceExt;
 use lameduck_api::{
-    ShutdownCounts, ShutdownPolicy, ShutdownPolicySpec, ShutdownPolicyStatus,
+    ShutdownCounts, ShutdownPolicy, ShutdownPolicyStatus,
     policy::{PolicyId, conditions},
     selection,
     shape::PodShape,
@@ -125,7 +125,6 @@ pub fn summarize(
     settings: &Settings,
     now: Timestamp,
 ) -> Summary {
-    let default: Option<&ShutdownPolicySpec> = settings.default.as_ref();
     let mut summary = Summary {
         policies: policies
             .iter()
@@ -143,7 +142,7 @@ pub fn summarize(
             summary.policies.entry(PolicyId::of(policy)).or_default().invalid = Some(reason.clone());
         }
         // Borrowed, not cloned: this runs for every cached pod on every status tick.
-        let (spec, generation) = match (selection.winner, default) {
+        let (spec, generation) = match (selection.winner, settings.default.for_pod(&pod)) {
             (Some(winner), _) => (&winner.spec, winner.metadata.generation.unwrap_or(0)),
             (None, Some(spec)) => (spec, 0),
             (None, None) => {

@@ -579,3 +579,150 @@ fn attempt_timeout_is_capped_at_ten_minutes() {
         Action::Verify { number: 1, method: ShutdownMethod::Exec, deadline: at(599) }
     );
 }
+
+/// A Job pod with `main` exited at -5s and three sidecars in `states` (log-agent,
+/// cloud-sql-proxy, lameduck-proxy), all with their quit endpoints on.
+fn three_sidecars(states: [&str; 3]) -> Pod {
+    let [log, sql, proxy] = states;
+    pod(&format!(
+        r#"
+metadata:
+  name: backup-abc
+  ownerReferences: [{{apiVersion: batch/v1, kind: Job, name: backup, uid: u1}}]
+spec:
+  restartPolicy: Never
+  containers:
+  - {{name: main}}
+  - {{name: log-agent}}
+  - {{name: cloud-sql-proxy, args: [--quitquitquit]}}
+  - {{name: lameduck-proxy, args: [--enable-shutdown-endpoint]}}
+status:
+  phase: Running
+  containerStatuses:
+  - {{name: main, ready: false, restartCount: 0, image: x, imageID: x, state: {main}}}
+  - {{name: log-agent, ready: true, restartCount: 0, image: x, imageID: x, state: {log}}}
+  - {{name: cloud-sql-proxy, ready: true, restartCount: 0, image: x, imageID: x, state: {sql}}}
+  - {{name: lameduck-proxy, ready: true, restartCount: 0, image: x, imageID: x, state: {proxy}}}
+"#,
+        main = exited(0, 5)
+    ))
+}
+
+fn three_sidecar_policy() -> ShutdownPolicySpec {
+    serde_yaml_ng::from_str(
+        "{completion: {methods: [PortForward]}, sidecars: [
+           {profile: Custom, containerName: log-agent, methods: [Signal]},
+           {profile: CloudSqlProxy},
+           {profile: Lameduck, methods: [Exec]}]}",
+    )
+    .unwrap()
+}
+
+fn on_container(container: &str, number: u32, method: ShutdownMethod, secs_before_now: i64) -> Attempt {
+    Attempt {
+        container: Some(container.into()),
+        ..attempt(number, 1, method, secs_before_now, Some(Outcome::Sent))
+    }
+}
+
+#[test]
+fn sidecars_are_stopped_in_the_listed_order_each_with_its_own_methods() {
+    let policy = three_sidecar_policy();
+    let none = AttemptLog::default();
+    // First the log agent, by its own method.
+    let all_running = three_sidecars([RUNNING, RUNNING, RUNNING]);
+    assert_eq!(d(&all_running, &policy, &none, now()), next_on("log-agent", ShutdownMethod::Signal, 1, 1));
+
+    // While it has not exited, its attempt is waited out; nothing is sent to the next one.
+    let log = AttemptLog(vec![on_container("log-agent", 1, ShutdownMethod::Signal, 3)]);
+    assert!(matches!(d(&all_running, &policy, &log, now()), Action::Verify { number: 1, .. }));
+
+    // Once it exited, the next in the list, by completion.methods, in a fresh round 1.
+    let agent_done = three_sidecars([&exited(0, 2), RUNNING, RUNNING]);
+    assert_eq!(
+        d(&agent_done, &policy, &log, now()),
+        next_on("cloud-sql-proxy", ShutdownMethod::PortForward, 2, 1)
+    );
+
+    // The mesh proxy last.
+    let log = AttemptLog(vec![
+        on_container("log-agent", 1, ShutdownMethod::Signal, 3),
+        on_container("cloud-sql-proxy", 2, ShutdownMethod::PortForward, 2),
+    ]);
+    let two_done = three_sidecars([&exited(0, 2), &exited(0, 1), RUNNING]);
+    assert_eq!(d(&two_done, &policy, &log, now()), next_on("lameduck-proxy", ShutdownMethod::Exec, 3, 1));
+
+    // All exited 0: done, timed from the main's exit to the last sidecar's.
+    let all_done = three_sidecars([&exited(0, 2), &exited(0, 1), &exited(0, 0)]);
+    let ends = Ends { last_main_exit: Some(at(-5)), last_sidecar_exit: Some(at(0)) };
+    assert_eq!(d(&all_done, &policy, &log, now()), Action::Done { attempts: 2, ends });
+
+    // One that exited 143 on its signal is named.
+    let agent_143 = three_sidecars([&exited(143, 2), &exited(0, 1), &exited(0, 0)]);
+    assert_eq!(
+        d(&agent_143, &policy, &log, now()),
+        Action::SidecarFailed { container: "log-agent".into(), exit_code: 143, attempts: 2, ends }
+    );
+}
+
+#[test]
+fn a_sidecar_that_exited_by_itself_is_skipped_and_rounds_count_per_sidecar() {
+    let policy = three_sidecar_policy();
+    // The log agent left on its own: the next one is stopped.
+    let pod = three_sidecars([&exited(0, 3), RUNNING, RUNNING]);
+    assert_eq!(
+        d(&pod, &policy, &AttemptLog::default(), now()),
+        next_on("cloud-sql-proxy", ShutdownMethod::PortForward, 1, 1)
+    );
+    // Three failed rounds on the log agent give up on it (and so on the pod), naming it.
+    let log = AttemptLog(
+        (1..=3)
+            .map(|i| Attempt {
+                container: Some("log-agent".into()),
+                ..attempt(i, i, ShutdownMethod::Signal, 5000, failed())
+            })
+            .collect(),
+    );
+    let running = three_sidecars([RUNNING, RUNNING, RUNNING]);
+    assert_eq!(
+        d(&running, &policy, &log, now()),
+        Action::GiveUp { container: "log-agent".into(), reason: GaveUp::Rounds(3), attempts: 3 }
+    );
+}
+
+#[test]
+fn a_known_sidecar_the_policy_leaves_out_keeps_lameduck_from_acting() {
+    // The shorthand lists the mesh proxy alone; cloud-sql-proxy still runs after main exited.
+    let policy: ShutdownPolicySpec = serde_yaml_ng::from_str("{proxy: {profile: Lameduck}}").unwrap();
+    let pod = three_sidecars([&exited(0, 2), RUNNING, RUNNING]);
+    assert_eq!(
+        d(&pod, &policy, &AttemptLog::default(), now()),
+        Action::Ignore(Ignored::UnlistedSidecar { container: "cloud-sql-proxy".into() })
+    );
+    // log-agent is no known sidecar: to the shorthand it is a main container, the last to exit.
+    let sql_done = three_sidecars([&exited(0, 2), &exited(0, 1), RUNNING]);
+    assert_eq!(
+        d(&sql_done, &policy, &AttemptLog::default(), now()),
+        Action::Attempt {
+            sidecar: on("lameduck-proxy"),
+            method: ShutdownMethod::Exec,
+            number: 1,
+            round: 1,
+            epoch: Epoch::default(),
+            last_main_exit: at(-2),
+        }
+    );
+    // A still-running log-agent is a main container that has not finished.
+    let agent_runs = three_sidecars([RUNNING, &exited(0, 1), RUNNING]);
+    assert_eq!(
+        d(&agent_runs, &policy, &AttemptLog::default(), now()),
+        Action::Wait { reason: Waiting::MainContainersRunning, until: None }
+    );
+}
+
+#[test]
+fn records_from_before_sidecars_belong_to_the_proxy() {
+    // An attempt without a container (written by an older operator) was on the proxy.
+    let log = AttemptLog(vec![attempt(1, 1, ShutdownMethod::Exec, 3, Some(Outcome::Sent))]);
+    assert!(matches!(d(&stuck(), &linkerd_policy(), &log, now()), Action::Verify { number: 1, .. }));
+}

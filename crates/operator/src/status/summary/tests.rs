@@ -155,3 +155,57 @@ spec: {proxy: {profile: Lameduck}, completion: {ephemeralImage: 'elsewhere/debug
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", REFUSED));
     assert!(ready.message.contains("spec.completion.ephemeralImage"), "{}", ready.message);
 }
+
+/// A policy named `name` for every pod of `jobs`, with `spec`.
+fn policy_with(name: &str, spec: &str) -> Arc<ShutdownPolicy> {
+    Arc::new(
+        serde_yaml_ng::from_str(&format!(
+            "metadata: {{name: {name}, namespace: jobs, generation: 1, creationTimestamp: '2026-11-20T00:00:00Z'}}
+spec: {spec}"
+        ))
+        .unwrap(),
+    )
+}
+
+#[test]
+fn stuck_pods_are_counted_with_why_even_when_lameduck_cannot_act() {
+    let stuck_reasons = |policies: &[Arc<ShutdownPolicy>], pod: Pod| {
+        let summary = summarize(policies, [pod], &Settings::for_tests(None), now());
+        let by_policy: Vec<i32> = summary.policies.values().map(|p| p.stuck).collect();
+        (summary.stuck, by_policy)
+    };
+    let one = |reason| BTreeMap::from([(reason, 1)]);
+
+    let disabled = policy_with("off", "{proxy: {profile: Lameduck}, completion: {enabled: false}}");
+    assert_eq!(
+        stuck_reasons(&[disabled], pod("p", "a", DONE, "Running")),
+        (one(StuckReason::CompletionDisabled), vec![1])
+    );
+
+    let refused =
+        policy_with("r", "{proxy: {profile: Lameduck}, completion: {ephemeralImage: 'elsewhere/x:1'}}");
+    assert_eq!(
+        stuck_reasons(&[refused], pod("p", "a", DONE, "Running")),
+        (one(StuckReason::Refused), vec![1])
+    );
+
+    // A cloud-sql-proxy that the policy does not list still runs.
+    let mut with_sql = pod("p", "a", DONE, "Running");
+    with_sql
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers
+        .push(k8s_openapi::api::core::v1::Container { name: "cloud-sql-proxy".into(), ..Default::default() });
+    let running: k8s_openapi::api::core::v1::ContainerStatus = serde_yaml_ng::from_str(
+        "{name: cloud-sql-proxy, ready: true, restartCount: 0, image: x, imageID: x, state: {running: {}}}",
+    )
+    .unwrap();
+    with_sql.status.as_mut().unwrap().container_statuses.as_mut().unwrap().push(running);
+    let shorthand = policy_with("mesh", "{proxy: {profile: Lameduck}}");
+    assert_eq!(stuck_reasons(&[shorthand], with_sql), (one(StuckReason::UnlistedSidecar), vec![1]));
+
+    // Running main containers are no one's problem yet.
+    let busy = policy_with("busy", "{proxy: {profile: Lameduck}, completion: {enabled: false}}");
+    assert_eq!(stuck_reasons(&[busy], pod("p", "a", RUNNING, "Running")), (BTreeMap::new(), vec![0]));
+}

@@ -261,7 +261,7 @@ fn a_policy_names_the_powers_it_asks_for_and_a_refusal_names_field_and_permissio
         ),
     );
     let asked = requested_powers(&exec);
-    assert_eq!(asked, [PowerRequest { field: "spec.proxy.execCommand", power: powers::Power::Exec }]);
+    assert_eq!(asked, [PowerRequest { field: "spec.proxy.execCommand".into(), power: powers::Power::Exec }]);
 
     let response =
         refuse_powers(AdmissionResponse::from(&exec), &exec.user_info, "shop", &[(asked[0].clone(), None)]);
