@@ -49,7 +49,7 @@ fn promtool(args: &[&str], file: &Path) -> String {
 fn exported() -> BTreeMap<String, String> {
     let metrics = Metrics::new();
     metrics.shutdown_attempts.with_label_values(&["Exec", "sent"]);
-    metrics.shutdowns.with_label_values(&["succeeded"]);
+    metrics.shutdowns.with_label_values(&["succeeded", "Job"]);
     metrics.reconcile_errors.with_label_values(&["kube_api"]);
     metrics.webhook_admissions.with_label_values(&["pods", "mutated"]);
     metrics.policy_timing_violations.with_label_values(&["job-never-completes"]);
