@@ -66,7 +66,7 @@ pub struct ShutdownPolicySpec {
     #[x_kube(validation = kube::core::Rule::new(SIDECARS_ONE_MESH_RULE)
         .message("spec.sidecars: at most one mesh proxy (profile Lameduck, Linkerd or Istio)"))]
     pub sidecars: Vec<SidecarSpec>,
-    /// Finishing Job and CronJob pods whose main containers have exited.
+    /// Finishing run-to-completion pods (any owner) whose main containers have exited.
     #[serde(default)]
     pub completion: CompletionSpec,
     /// Drain settings applied to the proxy container when a pod is admitted.
@@ -239,7 +239,7 @@ pub const MAX_ROUNDS: u32 = 10;
 /// The longest `completion.attemptTimeout`: a call holds one of the operator's workers this long.
 pub const MAX_ATTEMPT_TIMEOUT_SECONDS: u64 = 600;
 
-/// How the operator finishes Job and CronJob pods whose main containers have exited.
+/// How the operator finishes run-to-completion pods whose main containers have exited.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = kube::core::Rule::new("!has(self.attemptTimeout) || duration(self.attemptTimeout) > duration('0s')")
     .message("spec.completion.attemptTimeout must be longer than 0s").field_path(".attemptTimeout"))]

@@ -17,7 +17,7 @@ use crate::{
     webhook::secret::CertConfig,
 };
 
-/// Finishes meshed Job and CronJob pods whose main containers exited while the proxy runs.
+/// Finishes run-to-completion pods whose main containers exited while sidecars run.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "lameduck-operator", version)]
 pub struct Cli {

@@ -1,4 +1,5 @@
-//! `lameduck-operator`: watches Job pods, shuts stuck proxies down, reports.
+//! `lameduck-operator`: watches run-to-completion pods, stops their sidecars once the main
+//! containers have exited, reports.
 #![forbid(unsafe_code)]
 
 use std::{
