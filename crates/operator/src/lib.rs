@@ -51,6 +51,7 @@ pub mod controller;
 pub mod events;
 pub mod leader;
 pub mod metrics;
+pub mod packed_labels;
 pub mod powers;
 pub mod server;
 pub mod status;

@@ -205,6 +205,14 @@ pub fn exit_code(pod: &Pod, container: &str) -> Option<i32> {
     container_status(pod, container)?.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code)
 }
 
+/// When a terminated container finished; fails the test when it has not.
+pub fn finished_at(pod: &Pod, container: &str) -> k8s_openapi::jiff::Timestamp {
+    container_status(pod, container)
+        .and_then(|cs| cs.state.as_ref()?.terminated.as_ref()?.finished_at.clone())
+        .unwrap_or_else(|| panic!("container {container} has not finished: {:?}", pod.status))
+        .0
+}
+
 /// Whether a container is running now.
 pub fn is_running(pod: &Pod, container: &str) -> bool {
     container_status(pod, container).and_then(|cs| cs.state.as_ref()).is_some_and(|s| s.running.is_some())
@@ -213,6 +221,40 @@ pub fn is_running(pod: &Pod, container: &str) -> bool {
 /// The pod's phase (`Pending`, `Running`, `Succeeded`, `Failed`).
 pub fn phase(pod: &Pod) -> &str {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+/// One of the operator's events on a pod, as `kubectl events` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorEvent {
+    pub reason: String,
+    pub note: String,
+    /// The reporting instance: the operator's identity.
+    pub instance: String,
+}
+
+/// The operator's events on the named pod, oldest first.
+pub async fn operator_events(ns: &TestNamespace, pod: &str) -> Vec<OperatorEvent> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let mut events: Vec<_> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events listed")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reporting_controller.as_deref() == Some(lameduck_api::names::events::REPORTER)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod)
+        })
+        .collect();
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    events
+        .into_iter()
+        .map(|e| OperatorEvent {
+            reason: e.reason.unwrap_or_default(),
+            note: e.note.unwrap_or_default(),
+            instance: e.reporting_instance.unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// GET `path` from a plain-HTTP server on this machine: the status and the body, or `None` when

@@ -1,15 +1,31 @@
-//! The workloads the tests run: Jobs of lameduck's test app, with or without a proxy.
+//! The workloads the tests run: Jobs of lameduck's test app, with or without a proxy, and the
+//! `ShutdownPolicy` that tells the operator about them.
 
 use std::time::Duration;
 
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::{Api, api::ListParams};
-use lameduck_api::names::{containers, images, labels};
+use lameduck_api::{
+    ShutdownPolicy,
+    names::{containers, images, labels},
+};
 use serde_json::json;
 
 use crate::TestNamespace;
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// Creates a ShutdownPolicy named `jobs` with this spec (no selector: it selects every pod of
+/// the namespace).
+pub async fn shutdown_policy(ns: &TestNamespace, spec: serde_json::Value) -> ShutdownPolicy {
+    ns.create(json!({
+        "apiVersion": "lameduck.io/v1alpha1",
+        "kind": "ShutdownPolicy",
+        "metadata": {"name": "jobs"},
+        "spec": spec,
+    }))
+    .await
+}
 
 /// Whether the Job has a condition of this type with status True (`Complete`, `Failed`).
 pub fn job_has(job: Option<&Job>, type_: &str) -> bool {

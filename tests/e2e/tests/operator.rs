@@ -15,10 +15,10 @@ use lameduck_api::{
     names::{annotations, containers, events, images},
 };
 use lameduck_e2e::{
-    TestNamespace, container_status, exit_code, is_running,
+    OperatorEvent, TestNamespace, container_status, exit_code, finished_at, is_running,
     operator::Operator,
-    phase,
-    workloads::{job, job_complete, job_has, job_pod, proxy_container},
+    operator_events, phase,
+    workloads::{job, job_complete, job_has, job_pod, proxy_container, shutdown_policy},
 };
 use lameduck_operator::controller::attempts::{AttemptLog, Outcome};
 use serde_json::json;
@@ -27,18 +27,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 /// Creates a ShutdownPolicy named `jobs` for lameduck's proxy with these completion settings.
 async fn policy(ns: &TestNamespace, completion: serde_json::Value) -> ShutdownPolicy {
-    policy_with(ns, json!({"proxy": {"profile": "Lameduck"}, "completion": completion})).await
-}
-
-/// Creates a ShutdownPolicy named `jobs` with this spec.
-async fn policy_with(ns: &TestNamespace, spec: serde_json::Value) -> ShutdownPolicy {
-    ns.create(json!({
-        "apiVersion": "lameduck.io/v1alpha1",
-        "kind": "ShutdownPolicy",
-        "metadata": {"name": "jobs"},
-        "spec": spec,
-    }))
-    .await
+    shutdown_policy(ns, json!({"proxy": {"profile": "Lameduck"}, "completion": completion})).await
 }
 
 /// A Job whose main container exits after 2s with lameduck's proxy beside it.
@@ -59,31 +48,8 @@ fn methods(log: &AttemptLog) -> Vec<ShutdownMethod> {
     log.0.iter().map(|a| a.method).collect()
 }
 
-/// The operator's events on a pod: (reason, note, reporting instance).
-async fn operator_events(ns: &TestNamespace, pod: &str) -> Vec<(String, String, String)> {
-    let events: Api<Event> = ns.api();
-    events
-        .list(&ListParams::default())
-        .await
-        .expect("events listed")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.reporting_controller.as_deref() == Some(events::REPORTER)
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod)
-        })
-        .map(|e| {
-            (
-                e.reason.unwrap_or_default(),
-                e.note.unwrap_or_default(),
-                e.reporting_instance.unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-fn reasons(events: &[(String, String, String)]) -> Vec<&str> {
-    events.iter().map(|e| e.0.as_str()).collect()
+fn reasons(events: &[OperatorEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.reason.as_str()).collect()
 }
 
 /// Waits for the Job to complete and returns its pod, checked as a user would: Succeeded, both
@@ -118,7 +84,10 @@ async fn completes_through(method: ShutdownMethod) {
         assert_eq!(exit_code(&pod, "lameduck-shutdown-1"), Some(0), "the ephemeral container's own exit");
     }
 
-    assert_eq!(operator.metric("lameduck_shutdowns_total{outcome=\"succeeded\"}").await, Some(1.0));
+    assert_eq!(
+        operator.metric("lameduck_shutdowns_total{outcome=\"succeeded\",owner=\"Job\"}").await,
+        Some(1.0)
+    );
     assert_eq!(operator.metric("lameduck_shutdown_latency_seconds_count").await, Some(1.0));
     assert_eq!(operator.metric("lameduck_action_latency_seconds_count").await, Some(1.0));
     let sent = format!("lameduck_shutdown_attempts_total{{method=\"{method}\",outcome=\"sent\"}}");
@@ -171,20 +140,14 @@ async fn disabled_shutdown_endpoint_goes_straight_to_signal() {
 
 /// Seconds from the main container's exit to the proxy's (container times have 1s resolution).
 fn main_to_proxy_exit(pod: &Pod, proxy: &str) -> i64 {
-    let finished = |name: &str| {
-        container_status(pod, name)
-            .and_then(|s| s.state.as_ref()?.terminated.as_ref()?.finished_at.clone())
-            .unwrap_or_else(|| panic!("{name} has not finished"))
-            .0
-    };
-    finished(proxy).as_second() - finished("main").as_second()
+    finished_at(pod, proxy).as_second() - finished_at(pod, "main").as_second()
 }
 
 #[tokio::test]
 async fn linkerd_defaults_finish_in_seconds() {
     let ns = TestNamespace::new("op-linkerd").await;
     // Linkerd's profile with every default: all four methods, attemptTimeout 30s.
-    policy_with(&ns, json!({"proxy": {"profile": "Linkerd"}})).await;
+    shutdown_policy(&ns, json!({"proxy": {"profile": "Linkerd"}})).await;
     let _operator = Operator::start(&ns, "solo", &[]).await;
     // As Linkerd's injector leaves it by default: /shutdown off, the proxy's uid (2102) from its
     // image, `linkerd-await` and `sleep` in the image. Exec would "succeed" (linkerd-await ignores
@@ -223,7 +186,7 @@ async fn linkerd_defaults_finish_in_seconds() {
 async fn a_proxy_that_cannot_be_stopped_gets_max_rounds_then_one_gave_up_event() {
     let ns = TestNamespace::new("op-giveup").await;
     // A custom exec command that always fails, two rounds: then lameduck stops calling.
-    policy_with(
+    shutdown_policy(
         &ns,
         json!({
             "proxy": {"profile": "Lameduck", "execCommand": ["lameduck-proxy", "no-such-subcommand"]},
@@ -247,10 +210,13 @@ async fn a_proxy_that_cannot_be_stopped_gets_max_rounds_then_one_gave_up_event()
     })
     .await;
     let events = operator_events(&ns, &pod.name_any()).await;
-    let gave_up: Vec<_> = events.iter().filter(|e| e.0 == events::SHUTDOWN_GAVE_UP).collect();
+    let gave_up: Vec<_> = events.iter().filter(|e| e.reason == events::SHUTDOWN_GAVE_UP).collect();
     assert_eq!(gave_up.len(), 1, "one terminal event: {events:?}");
-    assert!(gave_up[0].1.contains("maxRounds"), "{}", gave_up[0].1);
-    assert_eq!(operator.metric("lameduck_shutdowns_total{outcome=\"gave_up\"}").await, Some(1.0));
+    assert!(gave_up[0].note.contains("maxRounds"), "{}", gave_up[0].note);
+    assert_eq!(
+        operator.metric("lameduck_shutdowns_total{outcome=\"gave_up\",owner=\"Job\"}").await,
+        Some(1.0)
+    );
     let policies: Api<ShutdownPolicy> = ns.api();
     ns.wait_for(&policies, "jobs", "status.shutdowns.gaveUp = 1", MINUTE, |p: Option<&ShutdownPolicy>| {
         p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.shutdowns.gave_up == 1 && s.stuck_pods == 1)
@@ -263,7 +229,7 @@ async fn a_proxy_that_cannot_be_stopped_gets_max_rounds_then_one_gave_up_event()
 async fn a_policy_asking_for_a_foreign_image_is_refused_and_grants_nothing() {
     let ns = TestNamespace::new("op-refused").await;
     // As if admitted while the webhook was down: the operator's own allowlist still holds.
-    policy_with(
+    shutdown_policy(
         &ns,
         json!({
             "proxy": {"profile": "Lameduck"},
@@ -431,7 +397,7 @@ async fn dry_run_reports_without_acting() {
         operator.metric("lameduck_shutdown_attempts_total{method=\"Exec\",outcome=\"dry_run\"}").await,
         Some(1.0)
     );
-    assert_eq!(operator.metric("lameduck_stuck_pods").await, Some(1.0));
+    assert_eq!(operator.metric("lameduck_stuck_pods{reason=\"stopping\"}").await, Some(1.0));
     ns.finish().await;
 }
 
@@ -439,7 +405,7 @@ async fn dry_run_reports_without_acting() {
 async fn a_killed_operator_never_repeats_an_attempt() {
     let ns = TestNamespace::new("op-killed").await;
     // Exec runs a command that hangs, so the operator can be killed in the middle of the call.
-    policy_with(
+    shutdown_policy(
         &ns,
         json!({
             "proxy": {"profile": "Lameduck", "execCommand": ["lameduck-proxy", "wait", "--seconds", "120"]},
@@ -469,7 +435,7 @@ async fn a_killed_operator_never_repeats_an_attempt() {
     let waited = log.0[1].started.duration_since(log.0[0].started);
     assert!(waited.as_secs() >= 15, "the unknown attempt was given its full timeout, not {waited}");
     let events = operator_events(&ns, &pod.name_any()).await;
-    assert!(events.iter().any(|e| e.0 == events::PROXY_STOPPED && e.2 == "second"), "{events:?}");
+    assert!(events.iter().any(|e| e.reason == events::PROXY_STOPPED && e.instance == "second"), "{events:?}");
     assert_eq!(second.metric("lameduck_leader").await, Some(1.0));
     ns.finish().await;
 }
@@ -494,7 +460,11 @@ async fn of_two_replicas_only_the_leader_acts() {
     assert_eq!(methods(&attempts(&pod)), [ShutdownMethod::PortForward]);
     let events = operator_events(&ns, &pod.name_any()).await;
     assert!(!events.is_empty());
-    assert!(events.iter().all(|e| e.2 == leader.identity), "only {} acts: {events:?}", leader.identity);
+    assert!(
+        events.iter().all(|e| e.instance == leader.identity),
+        "only {} acts: {events:?}",
+        leader.identity
+    );
     assert_eq!(
         follower.metric("lameduck_shutdown_attempts_total{method=\"PortForward\",outcome=\"sent\"}").await,
         None
@@ -506,7 +476,10 @@ async fn of_two_replicas_only_the_leader_acts() {
     let _: Job = ns.create(meshed_job("second", ENABLED)).await;
     let pod = completes(&ns, "second").await;
     let events = operator_events(&ns, &pod.name_any()).await;
-    assert!(events.iter().any(|e| e.0 == events::PROXY_STOPPED && e.2 == follower_id), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.reason == events::PROXY_STOPPED && e.instance == follower_id),
+        "{events:?}"
+    );
     assert_eq!(follower.metric("lameduck_leader").await, Some(1.0));
     ns.finish().await;
 }

@@ -30,6 +30,7 @@ use crate::{
     audit::pod::AdmittedPod,
     events::{EventType, Publisher},
     metrics::Metrics,
+    packed_labels::PackedLabels,
     webhook::admission::PodLabels,
 };
 
@@ -83,7 +84,8 @@ pub fn assess(pod: &Pod, policies: &[Arc<ShutdownPolicy>]) -> Assessment {
 #[derive(Clone, Debug)]
 struct Record {
     namespace: String,
-    labels: PodLabels,
+    name: String,
+    labels: PackedLabels,
     assessment: Assessment,
     /// An `AdmittedUnmutated` event was published for it.
     announced: bool,
@@ -112,7 +114,12 @@ impl PodIndex {
     /// Names and labels of the pods of one namespace.
     pub fn labels_in(&self, namespace: &str) -> Vec<PodLabels> {
         let records = self.records.lock().expect("pod index lock");
-        records.by_uid.values().filter(|r| r.namespace == namespace).map(|r| r.labels.clone()).collect()
+        records
+            .by_uid
+            .values()
+            .filter(|r| r.namespace == namespace)
+            .map(|r| PodLabels { name: r.name.clone(), labels: r.labels.unpack().unwrap_or_default() })
+            .collect()
     }
 
     /// (pods admitted unmutated, pods breaking each rule).
@@ -151,7 +158,7 @@ impl PodIndex {
             .filter_map(|uid| {
                 let r = records.by_uid.get(uid)?;
                 let policy = r.assessment.policy.clone().unwrap_or_default();
-                Some((uid.clone(), r.namespace.clone(), r.labels.name.clone(), policy))
+                Some((uid.clone(), r.namespace.clone(), r.name.clone(), policy))
             })
             .collect()
     }
@@ -256,7 +263,8 @@ pub async fn follow(
                 };
                 let record = Record {
                     namespace: pod.namespace().unwrap_or_default(),
-                    labels: PodLabels { name: pod.name_any(), labels: pod.labels().clone() },
+                    name: pod.name_any(),
+                    labels: PackedLabels::pack(pod.labels()),
                     assessment,
                     announced: false,
                     fingerprint,
@@ -375,7 +383,8 @@ mod tests {
         let index = PodIndex::default();
         let record = |assessment: Assessment| Record {
             namespace: "shop".into(),
-            labels: PodLabels { name: "web-1".into(), labels: BTreeMap::new() },
+            name: "web-1".into(),
+            labels: PackedLabels::default(),
             assessment,
             announced: false,
             fingerprint: 0,

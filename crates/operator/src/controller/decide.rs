@@ -86,8 +86,9 @@ pub enum Action {
     Verify { number: u32, method: ShutdownMethod, deadline: Timestamp },
     /// The ephemeral container of attempt `number` exited and says how the call went: record it.
     RecordOutcome { number: u32, method: ShutdownMethod, outcome: Outcome },
-    /// Every sidecar exited 0 after lameduck's attempts: the pod completes.
-    Done { attempts: u32, ends: Ends },
+    /// Every sidecar exited 0 after lameduck's attempts: the pod completes. `sidecars` are the
+    /// policy's sidecars the pod has, in the order they were stopped.
+    Done { attempts: u32, ends: Ends, sidecars: Vec<String> },
     /// A sidecar exited non-zero after lameduck's attempts: the pod fails, and its owner may
     /// count a failure. `container` is the first such sidecar in the policy's order.
     SidecarFailed { container: String, exit_code: i32, attempts: u32, ends: Ends },
@@ -213,7 +214,10 @@ pub fn decide(pod: &Pod, terms: &Terms<'_>, log: &AttemptLog, now: Timestamp) ->
             (0, failed) => Action::Ignore(Ignored::ProxyExitedByItself {
                 exit_code: failed.map_or(0, |(_, t)| t.exit_code),
             }),
-            (attempts, None) => Action::Done { attempts, ends },
+            (attempts, None) => {
+                let sidecars = ended.iter().map(|(name, _)| (*name).to_owned()).collect();
+                Action::Done { attempts, ends, sidecars }
+            }
             (attempts, Some((name, t))) => Action::SidecarFailed {
                 container: (*name).to_owned(),
                 exit_code: t.exit_code,

@@ -4,12 +4,15 @@
 //! cached `Pod`s cost tens of MiB even when trimmed; this costs a fraction of that. It is turned
 //! back into a (sparse) `Pod` for one decision at a time.
 
+use crate::packed_labels::PackedLabels;
 use k8s_openapi::{
     api::core::v1::{
-        Container, ContainerRestartRule, ContainerState, ContainerStatus, ContainerUser, EnvVar,
-        EnvVarSource, Pod, PodSecurityContext, PodSpec, PodStatus, SecurityContext,
+        Container, ContainerRestartRule, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+        ContainerStateWaiting, ContainerStatus, ContainerUser, EnvVar, EnvVarSource, LinuxContainerUser, Pod,
+        PodSecurityContext, PodSpec, PodStatus, SecurityContext,
     },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
+    jiff::Timestamp,
 };
 use lameduck_api::{
     endpoint::{ENABLE_SHUTDOWN_FLAG, QUITQUITQUIT_FLAG},
@@ -44,7 +47,15 @@ const KEPT_FLAGS: [&str; 3] = [ENABLE_SHUTDOWN_FLAG, "--settings-file", QUITQUIT
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlimPod {
+    /// After [`SlimPod::trim`]: name, namespace, uid, resourceVersion and the kept annotations;
+    /// the labels and the owner are kept more compactly below.
     pub metadata: ObjectMeta,
+    /// The labels, packed by [`SlimPod::trim`] (policies select pods by them).
+    #[serde(skip)]
+    pub labels: PackedLabels,
+    /// The kind of the pod's controller, kept by [`SlimPod::trim`] (events and a metric name it).
+    #[serde(skip)]
+    pub owner: Option<Box<str>>,
     #[serde(default)]
     pub spec: Spec,
     #[serde(default)]
@@ -65,24 +76,67 @@ pub struct Spec {
     pub security_context: Option<UserIds>,
 }
 
-/// A container's name, restart policy and rules (native sidecars, main containers that restart),
-/// user, and what of its command line and env says whether a sidecar's shutdown endpoint is on.
+/// A container's name and restart policy (native sidecars), and the details that most
+/// containers lack, boxed so that a plain container costs a few words.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "WireContainer")]
 pub struct SlimContainer {
     pub name: String,
-    #[serde(default)]
     pub restart_policy: Option<String>,
-    #[serde(default)]
+    pub details: Option<Box<Details>>,
+}
+
+/// Restart rules (main containers that restart), user, and what of its command line and env
+/// says whether a sidecar's shutdown endpoint is on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Details {
     pub restart_policy_rules: Vec<ContainerRestartRule>,
-    #[serde(default)]
     pub security_context: Option<UserIds>,
-    #[serde(default)]
     pub command: Vec<String>,
-    #[serde(default)]
     pub args: Vec<String>,
-    #[serde(default)]
     pub env: Vec<SlimEnv>,
+}
+
+impl Details {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A container as read from the API server's JSON.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireContainer {
+    name: String,
+    #[serde(default)]
+    restart_policy: Option<String>,
+    #[serde(default)]
+    restart_policy_rules: Vec<ContainerRestartRule>,
+    #[serde(default)]
+    security_context: Option<UserIds>,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: Vec<SlimEnv>,
+}
+
+impl From<WireContainer> for SlimContainer {
+    fn from(c: WireContainer) -> Self {
+        let details = Details {
+            restart_policy_rules: c.restart_policy_rules,
+            security_context: c.security_context,
+            command: c.command,
+            args: c.args,
+            env: c.env,
+        };
+        Self {
+            name: c.name,
+            restart_policy: c.restart_policy,
+            details: (!details.is_empty()).then(|| Box::new(details)),
+        }
+    }
 }
 
 /// An env var: its value, or only that it comes from elsewhere.
@@ -140,11 +194,71 @@ pub struct SlimStatus {
     pub name: String,
     #[serde(default)]
     pub restart_count: i32,
-    #[serde(default)]
-    pub state: Option<ContainerState>,
-    /// The user the container runs as, where the kubelet reports it (1.33+).
-    #[serde(default)]
-    pub user: Option<ContainerUser>,
+    #[serde(default, deserialize_with = "slim_state")]
+    pub state: SlimState,
+    /// The uid the container runs as, where the kubelet reports it (`user.linux.uid`, 1.33+).
+    #[serde(default, rename = "user", deserialize_with = "linux_uid")]
+    pub uid: Option<i64>,
+}
+
+/// What decisions read of a `ContainerState`: a tenth of its size.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SlimState {
+    /// No state reported yet.
+    #[default]
+    Unknown,
+    Waiting,
+    Running,
+    Terminated {
+        exit_code: i32,
+        finished_at: Option<Timestamp>,
+        message: Option<Box<str>>,
+    },
+}
+
+fn slim_state<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SlimState, D::Error> {
+    let Some(state) = Option::<ContainerState>::deserialize(deserializer)? else {
+        return Ok(SlimState::Unknown);
+    };
+    Ok(match (state.terminated, state.running, state.waiting) {
+        (Some(t), _, _) => SlimState::Terminated {
+            exit_code: t.exit_code,
+            finished_at: t.finished_at.map(|f| f.0),
+            message: t.message.map(String::into_boxed_str),
+        },
+        (None, Some(_), _) => SlimState::Running,
+        (None, None, Some(_)) => SlimState::Waiting,
+        (None, None, None) => SlimState::Unknown,
+    })
+}
+
+fn linux_uid<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    Ok(Option::<ContainerUser>::deserialize(deserializer)?.and_then(|u| u.linux).map(|l| l.uid))
+}
+
+impl SlimState {
+    fn to_state(&self) -> Option<ContainerState> {
+        Some(match self {
+            Self::Unknown => return None,
+            Self::Waiting => ContainerState {
+                waiting: Some(ContainerStateWaiting::default()),
+                ..ContainerState::default()
+            },
+            Self::Running => ContainerState {
+                running: Some(ContainerStateRunning::default()),
+                ..ContainerState::default()
+            },
+            Self::Terminated { exit_code, finished_at, message } => ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: *exit_code,
+                    finished_at: finished_at.map(Time),
+                    message: message.as_deref().map(str::to_owned),
+                    ..ContainerStateTerminated::default()
+                }),
+                ..ContainerState::default()
+            },
+        })
+    }
 }
 
 slim_pod_resource!(SlimPod);
@@ -154,75 +268,108 @@ impl SlimPod {
     /// containers, termination messages (up to 4 KiB each).
     pub fn trim(&mut self) {
         let meta = &mut self.metadata;
-        meta.managed_fields = None;
-        meta.finalizers = None;
-        meta.generate_name = None;
-        if let Some(map) = meta.annotations.as_mut() {
-            map.retain(|key, _| KEPT_ANNOTATIONS.contains(&key.as_str()));
+        if let Some(labels) = meta.labels.take() {
+            self.labels = PackedLabels::pack(&labels);
         }
+        if let Some(owners) = meta.owner_references.take() {
+            let controller = owners.iter().find(|o| o.controller == Some(true)).or(owners.first());
+            self.owner = controller.map(|o| o.kind.clone().into_boxed_str());
+        }
+        let annotations = meta.annotations.take().map(|mut map| {
+            map.retain(|key, _| KEPT_ANNOTATIONS.contains(&key.as_str()));
+            map
+        });
+        // Only what the store and the decisions need; the rest is dropped whole.
+        self.metadata = ObjectMeta {
+            name: meta.name.take(),
+            namespace: meta.namespace.take(),
+            uid: meta.uid.take(),
+            resource_version: meta.resource_version.take(),
+            annotations: annotations.filter(|map| !map.is_empty()),
+            ..ObjectMeta::default()
+        };
         for container in self.spec.containers.iter_mut().chain(&mut self.spec.init_containers) {
-            container.env.retain(|e| KEPT_ENV.contains(&e.name.as_str()));
-            keep_flags(&mut container.command);
-            keep_flags(&mut container.args);
+            if let Some(details) = container.details.as_mut() {
+                details.env.retain(|e| KEPT_ENV.contains(&e.name.as_str()));
+                keep_flags(&mut details.command);
+                keep_flags(&mut details.args);
+                details.env.shrink_to_fit();
+            }
+            if container.details.as_ref().is_some_and(|d| d.is_empty()) {
+                container.details = None;
+            }
         }
         self.status.ephemeral_container_statuses.retain(|s| s.name.starts_with(OWN_EPHEMERAL_PREFIX));
         let own = self.status.ephemeral_container_statuses.iter_mut().map(|s| (s, true));
         let others = self.status.container_statuses.iter_mut().map(|s| (s, false));
         for (status, keep_message) in others.chain(own) {
-            if let Some(state) = status.state.as_mut() {
-                if let Some(t) = state.terminated.as_mut() {
-                    // lameduck's own containers say why they failed; that goes into an event.
-                    t.message = t
-                        .message
-                        .take()
-                        .filter(|_| keep_message)
-                        .map(|m| crate::events::shorten(&m, MAX_TERMINATION_MESSAGE));
-                    t.container_id = None;
-                }
-                if let Some(w) = state.waiting.as_mut() {
-                    w.message = None;
-                }
+            if let SlimState::Terminated { message, .. } = &mut status.state {
+                // lameduck's own containers say why they failed; that goes into an event.
+                *message = message
+                    .take()
+                    .filter(|_| keep_message)
+                    .map(|m| crate::events::shorten(&m, MAX_TERMINATION_MESSAGE).into_boxed_str());
             }
         }
     }
 
     /// A `Pod` with just these fields, for `decide` and the shutdown methods.
     pub fn to_pod(&self) -> Pod {
-        let container = |c: &SlimContainer| Container {
-            name: c.name.clone(),
-            restart_policy: c.restart_policy.clone(),
-            restart_policy_rules: (!c.restart_policy_rules.is_empty())
-                .then(|| c.restart_policy_rules.clone()),
-            security_context: c.security_context.map(|ids| SecurityContext {
-                run_as_user: ids.run_as_user,
-                run_as_group: ids.run_as_group,
-                ..SecurityContext::default()
-            }),
-            command: (!c.command.is_empty()).then(|| c.command.clone()),
-            args: (!c.args.is_empty()).then(|| c.args.clone()),
-            env: (!c.env.is_empty()).then(|| {
-                c.env
-                    .iter()
-                    .map(|e| EnvVar {
-                        name: e.name.clone(),
-                        value: e.value.clone(),
-                        value_from: e.value_from.then(EnvVarSource::default),
-                    })
-                    .collect()
-            }),
-            ..Container::default()
+        let container = |c: &SlimContainer| {
+            let mut container = Container {
+                name: c.name.clone(),
+                restart_policy: c.restart_policy.clone(),
+                ..Container::default()
+            };
+            if let Some(d) = c.details.as_deref() {
+                container.restart_policy_rules =
+                    (!d.restart_policy_rules.is_empty()).then(|| d.restart_policy_rules.clone());
+                container.security_context = d.security_context.map(|ids| SecurityContext {
+                    run_as_user: ids.run_as_user,
+                    run_as_group: ids.run_as_group,
+                    ..SecurityContext::default()
+                });
+                container.command = (!d.command.is_empty()).then(|| d.command.clone());
+                container.args = (!d.args.is_empty()).then(|| d.args.clone());
+                container.env = (!d.env.is_empty()).then(|| {
+                    d.env
+                        .iter()
+                        .map(|e| EnvVar {
+                            name: e.name.clone(),
+                            value: e.value.clone(),
+                            value_from: e.value_from.then(EnvVarSource::default),
+                        })
+                        .collect()
+                });
+            }
+            container
         };
         let status = |s: &SlimStatus| ContainerStatus {
             name: s.name.clone(),
             restart_count: s.restart_count,
-            state: s.state.clone(),
-            user: s.user.clone(),
+            state: s.state.to_state(),
+            // Only the uid is read (the gid is not kept).
+            user: s.uid.map(|uid| ContainerUser {
+                linux: Some(LinuxContainerUser { uid, ..LinuxContainerUser::default() }),
+            }),
             ..ContainerStatus::default()
         };
+        let mut metadata = self.metadata.clone();
+        if metadata.labels.is_none() {
+            metadata.labels = self.labels.unpack();
+        }
+        if let Some(kind) = self.owner.as_deref().filter(|_| metadata.owner_references.is_none()) {
+            // The kind alone, as the controller reference: what `shape::owner_kind` reads.
+            metadata.owner_references = Some(vec![OwnerReference {
+                kind: kind.to_owned(),
+                controller: Some(true),
+                ..OwnerReference::default()
+            }]);
+        }
         let spec = &self.spec;
         let status_of = &self.status;
         Pod {
-            metadata: self.metadata.clone(),
+            metadata,
             spec: Some(PodSpec {
                 restart_policy: spec.restart_policy.clone(),
                 containers: spec.containers.iter().map(container).collect(),
@@ -310,7 +457,7 @@ status:
         assert!(meta.managed_fields.is_none());
         assert_eq!(meta.annotations.as_ref().unwrap().len(), 2, "only the annotations decisions read stay");
         assert_eq!(meta.labels, full.metadata.labels);
-        assert_eq!(meta.owner_references, full.metadata.owner_references);
+        assert_eq!(lameduck_api::shape::owner_kind(&trimmed), Some("Job"), "the owner's kind stays");
         let spec = trimmed.spec.as_ref().unwrap();
         assert!(spec.volumes.is_none());
         assert!(spec.containers[0].env.is_none() && spec.containers[0].command.is_none());
@@ -323,10 +470,11 @@ status:
         assert_eq!(ephemeral[0].name, "lameduck-shutdown-1");
         let said = ephemeral[0].state.as_ref().unwrap().terminated.as_ref().unwrap().message.as_deref();
         assert_eq!(said, Some("kill: operation not permitted"), "lameduck's containers say why");
-        assert_eq!(
-            status.container_statuses.as_ref().unwrap()[1].user,
-            full.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[1].user
-        );
+        let uid = |pod: &Pod| {
+            pod.status.as_ref()?.container_statuses.as_ref()?[1].user.as_ref()?.linux.as_ref().map(|l| l.uid)
+        };
+        assert_eq!(uid(&trimmed), Some(2102));
+        assert_eq!(uid(&trimmed), uid(&full));
         let proxy = &spec.containers[1];
         assert_eq!(proxy.args.as_deref().unwrap(), ["--enable-shutdown-endpoint", "true"]);
         let env = proxy.env.as_ref().unwrap();
@@ -340,6 +488,8 @@ status:
         let log = AttemptLog::default();
         assert_eq!(decide(&trimmed, &terms, &log, now), decide(&full, &terms, &log, now));
 
-        assert_eq!(slim.spec.containers[1].security_context.unwrap().run_as_user, Some(2102));
+        let proxy = slim.spec.containers[1].details.as_ref().unwrap();
+        assert_eq!(proxy.security_context.unwrap().run_as_user, Some(2102));
+        assert!(slim.spec.containers[0].details.is_none(), "nothing kept of the main container: no box");
     }
 }

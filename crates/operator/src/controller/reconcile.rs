@@ -271,9 +271,11 @@ async fn act(ctx: &Context, pod: &Pod) -> Result<Requeue, Error> {
             }
             Ok(Requeue::requeue(Duration::from_secs(1)))
         }
-        Action::Done { attempts, ends } => report(ctx, pod, &applied, None, attempts, ends).await,
+        Action::Done { attempts, ends, sidecars } => {
+            report(ctx, pod, &applied, Ok(sidecars), attempts, ends).await
+        }
         Action::SidecarFailed { container, exit_code, attempts, ends } => {
-            report(ctx, pod, &applied, Some((container, exit_code)), attempts, ends).await
+            report(ctx, pod, &applied, Err((container, exit_code)), attempts, ends).await
         }
         Action::Exhausted { container, round, retry_at } => {
             if ctx.first_announcement(pod, round) {
@@ -462,17 +464,17 @@ async fn record_result(
     Ok(None)
 }
 
-/// Reports, once per pod, how lameduck's attempts ended: every sidecar exited 0, or `failed`
-/// names the first that did not.
+/// Reports, once per pod, how lameduck's attempts ended: the sidecars that all exited 0, or the
+/// first that did not, with its code.
 async fn report(
     ctx: &Context,
     pod: &Pod,
     applied: &Applied,
-    failed: Option<(String, i32)>,
+    ended: Result<Vec<String>, (String, i32)>,
     attempts: u32,
     ends: Ends,
 ) -> Result<Requeue, Error> {
-    let ending = if failed.is_none() { Ending::Succeeded } else { Ending::Failed };
+    let ending = if ended.is_ok() { Ending::Succeeded } else { Ending::Failed };
     if let Some(requeue) = record_result(ctx, pod, applied, ending).await? {
         return Ok(requeue);
     }
@@ -489,20 +491,16 @@ async fn report(
         Some(kind) => format!("its {kind}"),
         None => "nothing (a bare pod)".to_owned(),
     };
-    let (type_, reason, note) = match &failed {
-        None => {
-            let sidecars = applied.spec.sidecars();
-            let names: Vec<&str> = sidecars.iter().map(|s| s.proxy.container_name.as_str()).collect();
-            (
-                EventType::Normal,
-                events::PROXY_STOPPED,
-                format!(
-                    "{} exited with code 0{latency} after {attempts} attempt(s); the pod can complete (owned by {owner})",
-                    names.join(", then ")
-                ),
-            )
-        }
-        Some((container, exit_code)) => (
+    let (type_, reason, note) = match &ended {
+        Ok(sidecars) => (
+            EventType::Normal,
+            events::PROXY_STOPPED,
+            format!(
+                "{} exited with code 0{latency} after {attempts} attempt(s); the pod can complete (owned by {owner})",
+                sidecars.join(", then ")
+            ),
+        ),
+        Err((container, exit_code)) => (
             EventType::Warning,
             events::PROXY_FAILED,
             format!(

@@ -1,8 +1,10 @@
 //! Benchmarks lameduck-operator on the local cluster and prints figures (no pass/fail).
 //!
-//! `decisions` mode: N Job pods bound to a node that has no kubelet; the benchmark writes each
-//! pod's status ("main exited, proxy running") at a fixed rate, and measures from each write to
-//! the operator's recorded decision (its `--dry-run` event's eventTime), and the operator's RSS.
+//! `decisions` mode: N run-to-completion pods bound to a node that has no kubelet, their owners
+//! mixed (a third each owned by a Job, by another kind of object, by nothing); the benchmark
+//! writes each pod's status ("main exited, proxy running") at a fixed rate, and measures from each
+//! write to the operator's recorded decision (its `--dry-run` event's eventTime), and the
+//! operator's RSS.
 //!
 //! `kubelet` mode: real Jobs on the real kubelet, lameduck-managed vs native sidecar: from the
 //! moment the main container is seen terminated to the moment the pod is seen Succeeded.
@@ -19,7 +21,7 @@ use clap::{Parser, Subcommand};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::{
     batch::v1::Job,
-    core::v1::{Namespace, Node, Pod},
+    core::v1::{ConfigMap, Namespace, Node, Pod},
     events::v1::Event,
 };
 use kube::{
@@ -57,6 +59,9 @@ enum Mode {
         /// operator then also watches every pod of the namespace.
         #[arg(long)]
         webhook: bool,
+        /// Pods created at once.
+        #[arg(long, default_value_t = 32)]
+        create_concurrency: usize,
     },
     /// Main-container exit to pod Succeeded: lameduck-managed Job vs native sidecar.
     Kubelet {
@@ -103,12 +108,17 @@ async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn pod_name(i: usize) -> String {
+    format!("pod-{i:06}")
+}
+
 async fn decisions(
     client: Client,
     pods: usize,
     rate: u32,
     sync_only: bool,
     webhook: bool,
+    create_concurrency: usize,
 ) -> anyhow::Result<()> {
     let ns = format!("bench-decisions-{pods}");
     namespace(&client, &ns).await?;
@@ -119,20 +129,31 @@ async fn decisions(
             .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": NODE}}))?)
             .await?;
     }
-    // A real (suspended) Job to own the pods, so that the garbage collector keeps them.
+    // Real owners, so that the garbage collector keeps the pods: a (suspended) Job for a third,
+    // a ConfigMap standing in for any other kind (a Workflow, a TaskRun) for a third, and none.
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let mut owner = job("owner", 1, json!({}));
     owner["spec"]["suspend"] = json!(true);
     let owner = jobs.create(&PostParams::default(), &serde_json::from_value(owner)?).await?;
-    let owner_ref = json!({"apiVersion": "batch/v1", "kind": "Job", "name": "owner", "uid": owner.uid()});
+    let job_ref = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "owner", "uid": owner.uid(), "controller": true}]);
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let other = maps
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "owner"}}))?)
+        .await?;
+    let other_ref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": other.uid(), "controller": true}]);
 
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let started = Instant::now();
     stream::iter(0..pods)
         .map(|i| {
             let api = api.clone();
+            let metadata = match i % 3 {
+                0 => json!({"name": pod_name(i), "labels": {labels::JOB_NAME: "owner"}, "ownerReferences": job_ref}),
+                1 => json!({"name": pod_name(i), "labels": {"app": "workflow-step"}, "ownerReferences": other_ref}),
+                _ => json!({"name": pod_name(i), "labels": {"app": "bare"}}),
+            };
             let pod = json!({
-                "metadata": {"name": format!("pod-{i:05}"), "labels": {labels::JOB_NAME: "owner"}, "ownerReferences": [owner_ref]},
+                "metadata": metadata,
                 "spec": {
                     "nodeName": NODE, "restartPolicy": "Never",
                     "tolerations": [{"operator": "Exists"}],
@@ -141,7 +162,7 @@ async fn decisions(
             });
             async move { api.create(&PostParams::default(), &serde_json::from_value(pod)?).await.map(|_| ()).map_err(anyhow::Error::from) }
         })
-        .buffer_unordered(32)
+        .buffer_unordered(create_concurrency)
         .try_collect::<()>()
         .await?;
     eprintln!("created {pods} pods in {:.1}s", started.elapsed().as_secs_f64());
@@ -200,7 +221,7 @@ async fn decisions(
         ticker.tick().await;
         let (api, written) = (api.clone(), written.clone());
         writes.push(tokio::spawn(async move {
-            let name = format!("pod-{i:05}");
+            let name = pod_name(i);
             let now = k8s_openapi::jiff::Timestamp::now();
             let status = json!({"status": {
                 "phase": "Running",
@@ -223,15 +244,15 @@ async fn decisions(
     let achieved = pods as f64 / write_start.elapsed().as_secs_f64();
     eprintln!("wrote {pods} statuses at {achieved:.1}/s (asked {rate}/s)");
 
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while decided.lock().unwrap().len() < pods && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(6)).await; // one status interval more for the gauges
     let (rss, peak) = operator.rss_mib();
-    let stuck = lameduck_e2e::http_get(operator.admin, "/metrics")
-        .await
-        .and_then(|(_, text)| lameduck_e2e::operator::sample_value(&text, "lameduck_stuck_pods"));
+    let stuck = lameduck_e2e::http_get(operator.admin, "/metrics").await.and_then(|(_, text)| {
+        lameduck_e2e::operator::sample_value(&text, "lameduck_stuck_pods{reason=\"stopping\"}")
+    });
     watch.abort();
 
     let decided = decided.lock().unwrap().clone();
@@ -341,8 +362,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = Client::try_default().await.context("KUBECONFIG for the local cluster")?;
     match args.mode {
-        Mode::Decisions { pods, rate, sync_only, webhook } => {
-            decisions(client, pods, rate, sync_only, webhook).await
+        Mode::Decisions { pods, rate, sync_only, webhook, create_concurrency } => {
+            decisions(client, pods, rate, sync_only, webhook, create_concurrency).await
         }
         Mode::Kubelet { runs } => kubelet(client, runs).await,
     }

@@ -241,7 +241,10 @@ fn proxy_exit_code_decides_done_or_failed() {
     let log = AttemptLog(vec![attempt(1, 1, ShutdownMethod::Exec, 3, Some(Outcome::Sent))]);
     let done = linkerd_job_pod(&exited(0, 5), &exited(0, 1));
     let ends = Ends { last_main_exit: Some(at(-5)), last_sidecar_exit: Some(at(-1)) };
-    assert_eq!(d(&done, &linkerd_policy(), &log, now()), Action::Done { attempts: 1, ends });
+    assert_eq!(
+        d(&done, &linkerd_policy(), &log, now()),
+        Action::Done { attempts: 1, ends, sidecars: vec!["linkerd-proxy".into()] }
+    );
     let failed_proxy = linkerd_job_pod(&exited(0, 5), &exited(137, 1));
     assert_eq!(
         d(&failed_proxy, &linkerd_policy(), &log, now()),
@@ -655,7 +658,14 @@ fn sidecars_are_stopped_in_the_listed_order_each_with_its_own_methods() {
     // All exited 0: done, timed from the main's exit to the last sidecar's.
     let all_done = three_sidecars([&exited(0, 2), &exited(0, 1), &exited(0, 0)]);
     let ends = Ends { last_main_exit: Some(at(-5)), last_sidecar_exit: Some(at(0)) };
-    assert_eq!(d(&all_done, &policy, &log, now()), Action::Done { attempts: 2, ends });
+    assert_eq!(
+        d(&all_done, &policy, &log, now()),
+        Action::Done {
+            attempts: 2,
+            ends,
+            sidecars: vec!["log-agent".into(), "cloud-sql-proxy".into(), "lameduck-proxy".into()],
+        }
+    );
 
     // One that exited 143 on its signal is named.
     let agent_143 = three_sidecars([&exited(143, 2), &exited(0, 1), &exited(0, 0)]);
@@ -725,4 +735,20 @@ fn records_from_before_sidecars_belong_to_the_proxy() {
     // An attempt without a container (written by an older operator) was on the proxy.
     let log = AttemptLog(vec![attempt(1, 1, ShutdownMethod::Exec, 3, Some(Outcome::Sent))]);
     assert!(matches!(d(&stuck(), &linkerd_policy(), &log, now()), Action::Verify { number: 1, .. }));
+}
+
+#[test]
+fn done_names_only_the_sidecars_the_pod_has() {
+    // The policy lists three; this Job's pod has the mesh proxy alone.
+    let mut pod = stuck();
+    let spec = pod.spec.as_mut().unwrap();
+    spec.containers[1].name = "lameduck-proxy".into();
+    let status = pod.status.as_mut().unwrap().container_statuses.as_mut().unwrap();
+    status[1].name = "lameduck-proxy".into();
+    status[1].state = serde_yaml_ng::from_str(&exited(0, 1)).unwrap();
+    let log = AttemptLog(vec![on_container("lameduck-proxy", 1, ShutdownMethod::Exec, 3)]);
+    let Action::Done { sidecars, .. } = d(&pod, &three_sidecar_policy(), &log, now()) else {
+        panic!("expected done");
+    };
+    assert_eq!(sidecars, ["lameduck-proxy"]);
 }
