@@ -49,6 +49,11 @@ type ApiServer = Handle<Request<Body>, Response<Body>>;
 
 /// A context whose client is the mock, with one Lameduck policy for namespace `jobs`.
 fn context() -> (Arc<Context>, ApiServer, watch::Sender<bool>) {
+    context_with(false)
+}
+
+/// The same, in `--dry-run` when `dry_run`.
+fn context_with(dry_run: bool) -> (Arc<Context>, ApiServer, watch::Sender<bool>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "jobs");
     let (policies, mut writer) = reflector::store::<ShutdownPolicy>();
@@ -59,7 +64,8 @@ fn context() -> (Arc<Context>, ApiServer, watch::Sender<bool>) {
     }))
     .unwrap();
     writer.apply_watcher_event(&watcher::Event::Apply(policy));
-    let (ctx, leader_tx) = Context::test(client, policies);
+    let (mut ctx, leader_tx) = Context::test(client, policies);
+    ctx.settings.dry_run = dry_run;
     (Arc::new(ctx), handle, leader_tx)
 }
 
@@ -169,4 +175,30 @@ async fn a_follower_touches_nothing() {
     assert_eq!(action, Requeue::await_change());
     let next = tokio::time::timeout(Duration::from_millis(100), server.next_request()).await;
     assert!(matches!(next, Err(_) | Ok(None)), "a follower made a request");
+}
+
+#[tokio::test]
+async fn a_dry_run_that_would_give_up_says_so_and_writes_nothing_to_the_pod() {
+    let (ctx, mut server, _leader) = context_with(true);
+    // The proxy's /shutdown is off and the policy lists PortForward alone: nothing can work.
+    let mut off = stuck_pod();
+    off.spec.containers[1].details = None;
+    let api = tokio::spawn(async move {
+        let (request, respond) = server.next_request().await.expect("the decision is said");
+        assert_eq!(request.method(), http::Method::POST);
+        assert!(request.uri().path().ends_with("/events"), "{}", request.uri());
+        let body = http_body_util::BodyExt::collect(request.into_body()).await.unwrap().to_bytes();
+        let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(event["reason"], lameduck_api::names::events::DRY_RUN);
+        assert!(event["note"].as_str().unwrap().contains("would give up"), "{event}");
+        respond.send_response(Response::builder().status(201).body(Body::from(body.to_vec())).unwrap());
+        let next = tokio::time::timeout(Duration::from_millis(300), server.next_request()).await;
+        if let Ok(Some((request, _))) = next {
+            panic!("a dry run wrote {} {}", request.method(), request.uri());
+        }
+    });
+    let action = reconcile(Arc::new(off), ctx.clone()).await.unwrap();
+    assert_eq!(action, Requeue::await_change());
+    assert_eq!(ctx.metrics.shutdowns.with_label_values(&["gave_up", "Job"]).get(), 0);
+    api.await.unwrap();
 }

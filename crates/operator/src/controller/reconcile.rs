@@ -294,6 +294,15 @@ async fn act(ctx: &Context, pod: &Pod) -> Result<Requeue, Error> {
             }
             Ok(Requeue::requeue(until(retry_at, now)))
         }
+        Action::GiveUp { container, reason, .. } if ctx.settings.dry_run => {
+            // Nothing is written in a dry run: the decision is only said, once.
+            if ctx.first_announcement(pod, 0) {
+                let note =
+                    format!("without --dry-run lameduck would give up on sidecar {container}: {reason}");
+                ctx.publish(pod, EventType::Normal, events::DRY_RUN, note).await;
+            }
+            Ok(Requeue::await_change())
+        }
         Action::GiveUp { container, reason, attempts } => {
             give_up(ctx, pod, &applied, &container, &reason, attempts).await
         }

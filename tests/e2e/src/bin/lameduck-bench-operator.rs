@@ -157,7 +157,7 @@ async fn decisions(
                 "spec": {
                     "nodeName": NODE, "restartPolicy": "Never",
                     "tolerations": [{"operator": "Exists"}],
-                    "containers": [{"name": "main", "image": images::TESTAPP}, {"name": containers::LAMEDUCK_PROXY, "image": images::PROXY}],
+                    "containers": [{"name": "main", "image": images::TESTAPP}, {"name": containers::LAMEDUCK_PROXY, "image": images::PROXY, "args": ["--enable-shutdown-endpoint"]}],
                 },
             });
             async move { api.create(&PostParams::default(), &serde_json::from_value(pod)?).await.map(|_| ()).map_err(anyhow::Error::from) }
