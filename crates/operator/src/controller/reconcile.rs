@@ -159,10 +159,7 @@ impl Context {
     }
 
     async fn publish(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {
-        if let Err(err) = self.publisher.publish(&pod.object_ref(&()), type_, reason, &note).await {
-            // An event lost is a message lost, not a reason to stop acting.
-            tracing::warn!(pod = %pod.name_any(), reason, error = %err, "cannot publish event");
-        }
+        self.publisher.send(pod.object_ref(&()), type_, reason, note).await;
     }
 
     /// Whether this is the first time `key` is announced.
