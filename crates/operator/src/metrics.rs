@@ -45,10 +45,8 @@ pub struct Metrics {
     pub policies_refused: IntGaugeVec,
 }
 
-/// The owner kinds `lameduck_shutdowns_total` tells apart; any other is `Other`.
-pub const OWNER_LABELS: [&str; 3] = ["Job", "None", "Other"];
-
-/// The bounded `owner` label for a pod's controller kind.
+/// The bounded `owner` label of `lameduck_shutdowns_total` for a pod's controller kind: `Job`,
+/// `None` (a bare pod), or `Other` for any other kind.
 pub fn owner_label(kind: Option<&str>) -> &'static str {
     match kind {
         Some("Job") => "Job",

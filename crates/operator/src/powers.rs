@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn each_sidecar_asks_for_what_its_own_methods_use_on_it() {
-        let spec = spec(
+        let policy = spec(
             "{completion: {methods: [PortForward]}, sidecars: [
                {profile: Custom, containerName: log-agent, methods: [Signal]},
                {profile: CloudSqlProxy},
@@ -235,25 +235,20 @@ mod tests {
                {profile: Lameduck, methods: [Exec, EphemeralContainer]}]}",
         );
         assert_eq!(
-            requested(&spec),
+            requested(&policy),
             [
                 Request { field: "spec.sidecars[0].containerName".into(), power: Power::EphemeralContainers },
                 Request { field: "spec.sidecars[2].execCommand".into(), power: Power::Exec },
                 Request { field: "spec.sidecars[2].containerName".into(), power: Power::Exec },
             ]
         );
-        let refused = refusal(&spec, &Limits::default()).expect("a custom exec command is refused");
+        let refused = refusal(&policy, &Limits::default()).expect("a custom exec command is refused");
         assert_eq!(
             (refused.field.as_str(), refused.reason),
             ("spec.sidecars[2].execCommand", "exec_command")
         );
         // With `sidecars`, `proxy` does not take part in completion.
-        let ignored = requested(&spec_with_proxy_exec());
-        assert_eq!(ignored, []);
-    }
-
-    fn spec_with_proxy_exec() -> ShutdownPolicySpec {
-        spec("{proxy: {execCommand: [x]}, sidecars: [{profile: Lameduck}]}")
+        assert_eq!(requested(&spec("{proxy: {execCommand: [x]}, sidecars: [{profile: Lameduck}]}")), []);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use k8s_openapi::{
-    api::core::v1::{ContainerStatus, Pod},
+    api::core::v1::{Container, ContainerStatus, Pod},
     jiff::{SignedDuration, Timestamp},
 };
 use lameduck_api::{
@@ -177,10 +177,11 @@ pub fn decide(pod: &Pod, terms: &Terms<'_>, log: &AttemptLog, now: Timestamp) ->
     let sidecars = policy.sidecars();
     let names: Vec<&str> = sidecars.iter().map(|s| s.proxy.container_name.as_str()).collect();
     // The listed sidecars that are regular containers: the ones lameduck stops, in order.
-    let classic: Vec<&Sidecar> = sidecars
+    let classic: Vec<(&Sidecar, &Container)> = sidecars
         .iter()
-        .filter(|s| {
-            shape.container(&s.proxy.container_name).is_some_and(|p| p.placement == Placement::Classic)
+        .filter_map(|s| {
+            let placed = shape.container(&s.proxy.container_name)?;
+            (placed.placement == Placement::Classic).then_some((s, placed.container))
         })
         .collect();
     if classic.is_empty() {
@@ -189,19 +190,19 @@ pub fn decide(pod: &Pod, terms: &Terms<'_>, log: &AttemptLog, now: Timestamp) ->
     }
 
     // The sidecars that ended, in order, and the first that has not.
-    let mut next: Option<(&Sidecar, Option<&ContainerStatus>)> = None;
+    let mut next: Option<(&Sidecar, &Container, Option<&ContainerStatus>)> = None;
     let mut ended = Vec::new();
-    for sidecar in &classic {
-        match terminated(pod, &sidecar.proxy.container_name) {
-            Some(t) => ended.push((sidecar.proxy.container_name.as_str(), t)),
+    for &(sidecar, container) in &classic {
+        match terminated(pod, &container.name) {
+            Some(t) => ended.push((container.name.as_str(), t)),
             None => {
-                next = Some((sidecar, status_of(pod, &sidecar.proxy.container_name)));
+                next = Some((sidecar, container, status_of(pod, &container.name)));
                 break;
             }
         }
     }
     let mains = shape.mains(pod, &names);
-    let Some((sidecar, status)) = next else {
+    let Some((sidecar, container, status)) = next else {
         let ends = Ends {
             last_main_exit: match mains {
                 Mains::Exited { last_exit } => last_exit,
@@ -247,7 +248,6 @@ pub fn decide(pod: &Pod, terms: &Terms<'_>, log: &AttemptLog, now: Timestamp) ->
         return Action::Wait { reason: Waiting::ProxyNotRunning, until: None };
     }
 
-    let container = shape.container(&sidecar.proxy.container_name).expect("found above").container;
     let situation = Situation {
         terms,
         sidecar,

@@ -88,12 +88,18 @@ pub struct SlimContainer {
 
 /// Restart rules (main containers that restart), user, and what of its command line and env
 /// says whether a sidecar's shutdown endpoint is on.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Details {
+    #[serde(default)]
     pub restart_policy_rules: Vec<ContainerRestartRule>,
+    #[serde(default)]
     pub security_context: Option<UserIds>,
+    #[serde(default)]
     pub command: Vec<String>,
+    #[serde(default)]
     pub args: Vec<String>,
+    #[serde(default)]
     pub env: Vec<SlimEnv>,
 }
 
@@ -110,32 +116,14 @@ struct WireContainer {
     name: String,
     #[serde(default)]
     restart_policy: Option<String>,
-    #[serde(default)]
-    restart_policy_rules: Vec<ContainerRestartRule>,
-    #[serde(default)]
-    security_context: Option<UserIds>,
-    #[serde(default)]
-    command: Vec<String>,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    env: Vec<SlimEnv>,
+    #[serde(flatten)]
+    details: Details,
 }
 
 impl From<WireContainer> for SlimContainer {
     fn from(c: WireContainer) -> Self {
-        let details = Details {
-            restart_policy_rules: c.restart_policy_rules,
-            security_context: c.security_context,
-            command: c.command,
-            args: c.args,
-            env: c.env,
-        };
-        Self {
-            name: c.name,
-            restart_policy: c.restart_policy,
-            details: (!details.is_empty()).then(|| Box::new(details)),
-        }
+        let details = (!c.details.is_empty()).then(|| Box::new(c.details));
+        Self { name: c.name, restart_policy: c.restart_policy, details }
     }
 }
 
