@@ -1,194 +1,25 @@
 //! Forwarding one HTTP request: to the app (inbound) or to where the app asked (outbound).
 
-use std::{
-    borrow::Cow,
-    convert::Infallible,
-    net::SocketAddr,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{borrow::Cow, convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
+    client::legacy::Client,
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
+use lameduck_proxy::framing::hop_by_hop::strip_hop_by_hop;
 use tokio::net::TcpStream;
 
 use crate::{
     lifecycle::Lifecycle,
-    metrics::{Direction, Metrics, STATUS_CLASSES},
+    metrics::{Direction, Metrics, RequestMetrics},
+    opaque::copy_until_forced,
+    response_body::{ProxyBody, local_response},
+    upstream::{CONNECT_TIMEOUT, Connector, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE},
 };
-
-/// The body of every response the proxy sends: the upstream's, streamed, or one of its own.
-/// An enum rather than a boxed body, so a forwarded response costs no allocation.
-#[derive(Debug)]
-pub(crate) enum ProxyBody {
-    Upstream(Incoming),
-    Local(Full<Bytes>),
-}
-
-impl hyper::body::Body for ProxyBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Self::Upstream(body) => std::pin::Pin::new(body).poll_frame(cx),
-            Self::Local(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Upstream(body) => body.is_end_stream(),
-            Self::Local(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            Self::Upstream(body) => body.size_hint(),
-            Self::Local(body) => body.size_hint(),
-        }
-    }
-}
-
-/// Idle upstream HTTP/1 connections kept per destination, like nginx's `keepalive 64`: enough for
-/// steady load, bounded so many idle clients do not hold as many idle connections to the app.
-pub(crate) const POOL_MAX_IDLE: usize = 64;
-/// How long to wait for an upstream TCP connection before answering 502.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Idle upstream connections are kept this long for reuse.
-pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A response made by the proxy itself.
-pub(crate) fn local_response(status: StatusCode, text: impl Into<Bytes>) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::Local(Full::new(text.into())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    response
-}
-
-/// Connects to a fixed address (inbound: the app) or to the URI's authority (outbound).
-#[derive(Clone, Debug)]
-pub(crate) struct Connector {
-    inner: HttpConnector,
-    fixed: Option<Uri>,
-}
-
-impl Connector {
-    fn new(fixed: Option<SocketAddr>) -> Self {
-        let mut inner = HttpConnector::new();
-        inner.set_nodelay(true);
-        inner.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let fixed = fixed.map(|addr| {
-            Uri::builder()
-                .scheme("http")
-                .authority(addr.to_string())
-                .path_and_query("/")
-                .build()
-                .expect("valid URI")
-        });
-        Self { inner, fixed }
-    }
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
-    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
-    type Future = <HttpConnector as tower_service::Service<Uri>>::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let uri = self.fixed.clone().unwrap_or(uri);
-        self.inner.call(uri)
-    }
-}
-
-/// Headers that belong to one hop and must not be forwarded (RFC 9110 section 7.6.1), with the
-/// pre-standard `keep-alive` and `proxy-connection`.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "keep-alive",
-    "proxy-connection",
-];
-
-/// Whether a header (by name, any case) belongs to one hop only.
-pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(name))
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages have no Connection header; only then is there a list to collect.
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<header::HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| header::HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in &listed {
-            headers.remove(name);
-        }
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// Metric handles resolved once, so a request does no label lookups.
-#[derive(Debug)]
-pub(crate) struct RequestMetrics {
-    requests: prometheus::IntCounter,
-    in_flight: prometheus::IntGauge,
-    /// By status class: 1xx to 5xx.
-    responses: [prometheus::IntCounter; 5],
-    pub(crate) refused_upstream: prometheus::IntCounter,
-    pub(crate) upstream_errors: prometheus::IntCounter,
-}
-
-impl RequestMetrics {
-    pub(crate) fn new(metrics: &Metrics, direction: Direction) -> Self {
-        let d = direction.as_str();
-        Self {
-            requests: metrics.requests.with_label_values(&[d]),
-            in_flight: metrics.in_flight.with_label_values(&[d]),
-            responses: STATUS_CLASSES.map(|class| metrics.responses.with_label_values(&[d, class])),
-            refused_upstream: metrics.refused.with_label_values(&[d, "upstream"]),
-            upstream_errors: metrics.refused.with_label_values(&[d, "upstream-error"]),
-        }
-    }
-
-    /// Counts a request received; it stays in flight until the guard is dropped.
-    pub(crate) fn start(&self) -> InFlight<'_> {
-        self.requests.inc();
-        self.in_flight.inc();
-        InFlight(&self.in_flight)
-    }
-
-    pub(crate) fn response(&self, status: u16) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.responses[class].inc();
-    }
-}
 
 /// Why a request could not be forwarded: it becomes a 502 or 504.
 struct UpstreamFailure {
@@ -211,15 +42,6 @@ pub(crate) struct Forwarder {
     lifecycle: Arc<Lifecycle>,
     metrics: Arc<Metrics>,
     request_metrics: RequestMetrics,
-}
-
-/// Counts a request as in flight until dropped, even if the client goes away mid-request.
-pub(crate) struct InFlight<'a>(&'a prometheus::IntGauge);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 impl Forwarder {
@@ -395,41 +217,5 @@ impl Forwarder {
             copy_until_forced(TokioIo::new(upgraded), upstream, &lifecycle, &metrics).await;
         });
         Response::new(ProxyBody::Local(Full::new(Bytes::new())))
-    }
-}
-
-/// Copies both ways until either side closes, or until the grace deadline forces a close.
-pub(crate) async fn copy_until_forced<A, B>(mut a: A, mut b: B, lifecycle: &Lifecycle, metrics: &Metrics)
-where
-    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut a, &mut b) => {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "opaque stream ended with an error");
-            }
-        }
-        () = lifecycle.forced_signal() => metrics.forced_closes.inc(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
-        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        headers.insert("x-secret", HeaderValue::from_static("1"));
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
-        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        strip_hop_by_hop(&mut headers);
-        assert_eq!(headers.len(), 1, "{headers:?}");
-        assert!(headers.contains_key(header::CONTENT_TYPE));
     }
 }

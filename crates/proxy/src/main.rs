@@ -8,30 +8,27 @@ mod detect;
 mod forward;
 mod lifecycle;
 mod metrics;
+mod opaque;
 mod prefixed;
 mod relay;
+mod response_body;
 mod serve;
 mod settings;
+mod upstream;
 
 use std::{
     process::ExitCode,
     sync::{Arc, atomic::Ordering},
-    time::Instant,
 };
 
 use clap::{Parser, Subcommand};
-pub(crate) use lameduck_api::GoDuration;
-use tokio::{
-    net::TcpListener,
-    signal::unix::{SignalKind, signal},
-    sync::mpsc,
-};
+use tokio::{net::TcpListener, sync::mpsc};
 
 use crate::{
     admin::Admin,
     config::{Config, LogFormat, RunArgs},
     forward::Forwarder,
-    lifecycle::Lifecycle,
+    lifecycle::{Lifecycle, Triggers},
     metrics::{Direction, Metrics},
     relay::Relay,
     serve::Listener,
@@ -189,7 +186,7 @@ async fn run(config: Config) -> ExitCode {
         _ => return ExitCode::from(EXIT_START),
     };
 
-    let (shutdown_tx, mut shutdown_rx) = mpsc::channel(1);
+    let (shutdown_tx, shutdown_rx) = mpsc::channel(1);
     let admin = Arc::new(Admin {
         lifecycle: Arc::clone(&lifecycle),
         metrics: Arc::clone(&metrics),
@@ -219,9 +216,9 @@ async fn run(config: Config) -> ExitCode {
         tokio::spawn(listener_state.accept_loop(listener));
     }
 
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(term), Ok(int)) => (term, int),
-        (Err(err), _) | (_, Err(err)) => {
+    let mut triggers = match Triggers::new(shutdown_rx) {
+        Ok(triggers) => triggers,
+        Err(err) => {
             tracing::error!(error = %err, "cannot install signal handlers");
             return ExitCode::from(EXIT_START);
         }
@@ -234,39 +231,7 @@ async fn run(config: Config) -> ExitCode {
         admin = %config.admin_addr,
         "lameduck-proxy ready"
     );
-
-    let reason = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-        _ = shutdown_rx.recv() => "POST /shutdown",
-    };
-    lifecycle.start_drain();
-    metrics.draining.set(1);
-    let started = Instant::now();
-    let grace = settings.borrow().shutdown_grace_period;
-    tracing::info!(
-        reason,
-        open_connections = lifecycle.open_count(),
-        grace_period = %GoDuration::from(grace),
-        "draining"
-    );
-
-    tokio::select! {
-        () = lifecycle.idle() => {
-            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained; exiting");
-        }
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(
-                open_connections = lifecycle.open_count(),
-                "shutdown grace period is over; closing what is still open"
-            );
-            lifecycle.force_close();
-            // Give connection tasks a moment to observe the close and count it.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), lifecycle.idle()).await;
-        }
-        _ = term.recv() => tracing::warn!("second signal; exiting at once"),
-        _ = int.recv() => tracing::warn!("second signal; exiting at once"),
-    }
+    lifecycle.shut_down(&mut triggers, || settings.borrow().shutdown_grace_period, &metrics.draining).await;
     ExitCode::SUCCESS
 }
 

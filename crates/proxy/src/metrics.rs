@@ -125,6 +125,51 @@ impl Metrics {
     }
 }
 
+/// Metric handles resolved once, so a request does no label lookups.
+#[derive(Debug)]
+pub(crate) struct RequestMetrics {
+    requests: prometheus::IntCounter,
+    in_flight: prometheus::IntGauge,
+    /// By status class: 1xx to 5xx.
+    responses: [prometheus::IntCounter; 5],
+    pub(crate) refused_upstream: prometheus::IntCounter,
+    pub(crate) upstream_errors: prometheus::IntCounter,
+}
+
+impl RequestMetrics {
+    pub(crate) fn new(metrics: &Metrics, direction: Direction) -> Self {
+        let d = direction.as_str();
+        Self {
+            requests: metrics.requests.with_label_values(&[d]),
+            in_flight: metrics.in_flight.with_label_values(&[d]),
+            responses: STATUS_CLASSES.map(|class| metrics.responses.with_label_values(&[d, class])),
+            refused_upstream: metrics.refused.with_label_values(&[d, "upstream"]),
+            upstream_errors: metrics.refused.with_label_values(&[d, "upstream-error"]),
+        }
+    }
+
+    /// Counts a request received; it stays in flight until the guard is dropped.
+    pub(crate) fn start(&self) -> InFlight<'_> {
+        self.requests.inc();
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    pub(crate) fn response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class].inc();
+    }
+}
+
+/// Counts a request as in flight until dropped, even if the client goes away mid-request.
+pub(crate) struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The `status_class` label values, in order: bounded, unlike raw status codes.
 pub(crate) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 

@@ -5,8 +5,6 @@
 //! other than chunked, absolute-form targets) is handed to hyper's server together with the bytes
 //! read so far, so it is served exactly as on the general path.
 
-mod body;
-mod head;
 mod pool;
 
 use std::{
@@ -26,16 +24,16 @@ use tokio::{
     time::Instant,
 };
 
-use self::{
+use lameduck_proxy::framing::{
     body::{ChunkedError, Remaining},
-    head::{RequestHead, RequestPlan, ResponseHead, ResponsePlan},
-    pool::{Checkout, Pool, Upstream},
+    head::{self, MAX_HEAD_BYTES, RequestHead, RequestPlan, ResponseHead, ResponsePlan},
 };
+
+use self::pool::{Checkout, Pool, Upstream};
 use crate::{
-    forward::{CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE, RequestMetrics},
     lifecycle::Lifecycle,
-    metrics::{Direction, Metrics},
-    serve::{HTTP1_DRAIN_LINGER, MAX_HTTP1_BUFFER},
+    metrics::{Direction, Metrics, RequestMetrics},
+    upstream::{CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE},
 };
 
 /// A client's read buffer starts this small (most request heads fit, and an allocation this
@@ -64,7 +62,9 @@ pub(crate) enum Ended {
 /// Why the app's answer could not be had.
 #[derive(Debug)]
 enum UpstreamError {
-    /// Closed before sending anything: a pooled connection the app had closed can be retried.
+    /// No connection to the app: counted as refused rather than as a failed exchange.
+    Connect(io::Error),
+    /// Closed before sending anything: a pooled connection the app had closed.
     Closed,
     Invalid(&'static str),
     Io(io::Error),
@@ -73,9 +73,9 @@ enum UpstreamError {
 impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Connect(err) | Self::Io(err) => err.fmt(f),
             Self::Closed => f.write_str("connection closed before a response"),
             Self::Invalid(why) => f.write_str(why),
-            Self::Io(err) => err.fmt(f),
         }
     }
 }
@@ -98,6 +98,14 @@ enum CopyError {
 struct Relayed {
     upstream_reusable: bool,
     client_close: bool,
+}
+
+/// Whether the client's request body has been read to its end when the app fails: if not, the
+/// client connection cannot carry another request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientBody {
+    Read,
+    Unread,
 }
 
 /// Copies the rest of a body from `from` to `to`, reading through `carry`, which may already hold
@@ -131,6 +139,94 @@ where
     }
 }
 
+/// The app's side of one exchange: reads its answer to one request and relays it to the client.
+struct Answer<'a, R> {
+    relay: &'a Relay,
+    upstream: &'a mut R,
+    /// The upstream connection's read buffer, which may hold the start of the next head.
+    ubuf: &'a mut BytesMut,
+    request: &'a RequestHead,
+    /// Each head rewritten for the client.
+    back: &'a mut Vec<u8>,
+    /// The whole request has reached the app; an answer before that closes the client connection.
+    sent: &'a AtomicBool,
+}
+
+impl<R: AsyncRead + Unpin> Answer<'_, R> {
+    /// Reads one response head from the app and writes the client's version into `back`.
+    async fn head(&mut self) -> Result<ResponseHead, UpstreamError> {
+        loop {
+            if !self.ubuf.is_empty() {
+                // Decided when the answer comes: a drain that started meanwhile closes too.
+                let close = self.request.close
+                    || self.relay.lifecycle.is_draining()
+                    || !self.sent.load(Ordering::Relaxed);
+                match head::response(self.ubuf, self.request.is_head, close, self.back) {
+                    ResponsePlan::Relay(response) => return Ok(response),
+                    ResponsePlan::Invalid(why) => return Err(UpstreamError::Invalid(why)),
+                    ResponsePlan::Partial if self.ubuf.len() >= MAX_HEAD_BYTES => {
+                        return Err(UpstreamError::Invalid("response head too large"));
+                    }
+                    ResponsePlan::Partial => {}
+                }
+            }
+            self.ubuf.reserve(READ_CHUNK);
+            match self.upstream.read_buf(self.ubuf).await {
+                Ok(0) if self.ubuf.is_empty() => return Err(UpstreamError::Closed),
+                Ok(0) => return Err(UpstreamError::Invalid("connection closed mid-head")),
+                Ok(_) => {}
+                Err(err)
+                    if self.ubuf.is_empty()
+                        && matches!(
+                            err.kind(),
+                            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                        ) =>
+                {
+                    return Err(UpstreamError::Closed);
+                }
+                Err(err) => return Err(UpstreamError::Io(err)),
+            }
+        }
+    }
+
+    /// Relays the response from its first head on: 1xx heads as they come, then the final one
+    /// with its body.
+    async fn relay<W: AsyncWrite + Unpin>(
+        &mut self,
+        mut response: ResponseHead,
+        client: &mut W,
+    ) -> Result<Relayed, Failed> {
+        while response.informational {
+            client.write_all(self.back).await.map_err(Failed::AfterResponse)?;
+            self.ubuf.advance(response.len);
+            response = self.head().await.map_err(Failed::BeforeResponse)?;
+        }
+        self.ubuf.advance(response.len);
+        let mut body = Remaining::new(response.framing);
+        // A malformed start of the body is found before anything reaches the client: a 502.
+        let taken = body
+            .take(self.ubuf)
+            .map_err(|err| Failed::BeforeResponse(UpstreamError::Invalid(err.reason())))?;
+        self.relay.metrics.response(response.status);
+        self.back.extend_from_slice(&self.ubuf[..taken]);
+        self.ubuf.advance(taken);
+        client.write_all(self.back).await.map_err(Failed::AfterResponse)?;
+        if !body.is_done() {
+            copy_body(self.upstream, self.ubuf, client, &mut body).await.map_err(|err| {
+                Failed::AfterResponse(match err {
+                    CopyError::Read(err) | CopyError::Write(err) => err,
+                    CopyError::Body(err) => io::Error::new(io::ErrorKind::InvalidData, err),
+                })
+            })?;
+        }
+        // Bytes after the response would be a protocol error on the app's part: do not reuse.
+        Ok(Relayed {
+            upstream_reusable: !response.upstream_close && self.ubuf.is_empty(),
+            client_close: response.client_close,
+        })
+    }
+}
+
 impl Relay {
     pub(crate) fn new(
         target: SocketAddr,
@@ -151,19 +247,12 @@ impl Relay {
         let idle = AtomicBool::new(false);
         let exchanges = self.exchanges(client, &idle);
         tokio::pin!(exchanges);
-        // Once draining has gone on for the linger, a connection waiting for its next request is
-        // closed. One still busy gets `Connection: close` on its response and ends after it. A
-        // request racing that close would be lost, which the linger makes unlikely: under load,
-        // each connection gets a `Connection: close` response well before it ends.
-        let linger_over = async {
-            self.lifecycle.drained_signal().await;
-            let started = self.lifecycle.drain_started().unwrap_or_else(std::time::Instant::now);
-            tokio::time::sleep_until(Instant::from_std(started + HTTP1_DRAIN_LINGER)).await;
-        };
+        // Once the drain's linger is over, a connection waiting for its next request is closed.
+        // One still busy gets `Connection: close` on its response and ends after it.
         let result = tokio::select! {
             biased;
             result = &mut exchanges => result,
-            () = linger_over => {
+            () = self.lifecycle.linger_over() => {
                 if idle.load(Ordering::Relaxed) {
                     return Ended::Closed;
                 }
@@ -222,12 +311,14 @@ impl Relay {
                     RequestPlan::Relay(request) => return Ok(Ok(request)),
                     RequestPlan::Fallback => return Ok(Err(Ended::Fallback(std::mem::take(buf)))),
                     RequestPlan::Reject(status, why) => Some((status, why)),
-                    RequestPlan::Partial if buf.len() >= MAX_HTTP1_BUFFER => {
-                        Some((431, "request head too large\n"))
+                    RequestPlan::Partial if buf.len() >= MAX_HEAD_BYTES => {
+                        Some((431, "request head too large"))
                     }
                     RequestPlan::Partial => None,
                 };
                 if let Some((status, why)) = reject {
+                    tracing::debug!(status, why, "request refused; closing");
+                    self.metrics.response(status);
                     head::local_response(out, status, why, true);
                     let _ = client.write_all(out).await;
                     let _ = client.shutdown().await;
@@ -261,11 +352,16 @@ impl Relay {
         let _in_flight = self.metrics.start();
         // Whatever of the body has arrived goes with the head, in one write.
         let mut body = Remaining::new(request.framing);
-        let Ok(taken) = body.take(buf) else {
-            head::local_response(back, 400, "malformed chunked body\n", true);
-            self.metrics.response(400);
-            client.write_all(back).await?;
-            return Ok(false);
+        let taken = match body.take(buf) {
+            Ok(taken) => taken,
+            Err(err) => {
+                // Nothing of this request has left the proxy.
+                tracing::debug!(error = %err, "request refused; closing");
+                head::local_response(back, 400, err.reason(), true);
+                self.metrics.response(400);
+                client.write_all(back).await?;
+                return Ok(false);
+            }
         };
         out.extend_from_slice(&buf[..taken]);
         buf.advance(taken);
@@ -276,8 +372,9 @@ impl Relay {
         }
     }
 
-    /// The common case: the whole request is in `out`, so a pooled connection the app had
-    /// closed is retried once on a new one.
+    /// The common case: the whole request is in `out`. When a reused app connection turns out
+    /// closed, a replayable request (idempotent, no body) is sent again on a new connection;
+    /// anything else gets a 502, since the app may have acted on it.
     async fn exchange_whole(
         &self,
         client: &mut TcpStream,
@@ -288,21 +385,21 @@ impl Relay {
         let sent = AtomicBool::new(true);
         let mut allow_reuse = true;
         let (mut upstream, response) = loop {
-            let (mut upstream, reused) = match self.send_head(out, allow_reuse).await {
+            let (mut upstream, reused) = match self.send_head(out, allow_reuse, request.replayable).await {
                 Ok(sent_to) => sent_to,
-                Err((err, connect)) => {
-                    return self.bad_gateway(client, back, request, &err, connect, false).await;
-                }
+                Err(err) => return self.bad_gateway(client, back, request, &err, ClientBody::Read).await,
             };
             let Upstream { stream, buf: ubuf } = &mut upstream;
-            match self.read_response_head(stream, ubuf, request, back, &sent).await {
+            let mut answer = Answer { relay: self, upstream: stream, ubuf, request, back, sent: &sent };
+            match answer.head().await {
                 Ok(response) => break (upstream, response),
-                Err(UpstreamError::Closed) if reused => allow_reuse = false,
-                Err(err) => return self.bad_gateway(client, back, request, &err, false, false).await,
+                Err(UpstreamError::Closed) if reused && request.replayable => allow_reuse = false,
+                Err(err) => return self.bad_gateway(client, back, request, &err, ClientBody::Read).await,
             }
         };
         let Upstream { stream, buf: ubuf } = &mut upstream;
-        match self.relay_response(response, stream, ubuf, client, back, request, &sent).await {
+        let mut answer = Answer { relay: self, upstream: stream, ubuf, request, back, sent: &sent };
+        match answer.relay(response, client).await {
             Ok(relayed) => {
                 if relayed.upstream_reusable {
                     self.pool.put(upstream);
@@ -310,7 +407,7 @@ impl Relay {
                 Ok(!relayed.client_close)
             }
             Err(Failed::BeforeResponse(err)) => {
-                self.bad_gateway(client, back, request, &err, false, false).await
+                self.bad_gateway(client, back, request, &err, ClientBody::Read).await
             }
             Err(Failed::AfterResponse(err)) => Err(err),
         }
@@ -327,9 +424,9 @@ impl Relay {
         request: &RequestHead,
         mut body: Remaining,
     ) -> io::Result<bool> {
-        let mut upstream = match self.send_head(out, true).await {
+        let mut upstream = match self.send_head(out, true, false).await {
             Ok((upstream, _)) => upstream,
-            Err((err, connect)) => return self.bad_gateway(client, back, request, &err, connect, true).await,
+            Err(err) => return self.bad_gateway(client, back, request, &err, ClientBody::Unread).await,
         };
         let sent = AtomicBool::new(false);
         let result = {
@@ -341,22 +438,17 @@ impl Relay {
                 sent.store(result.is_ok(), Ordering::Relaxed);
                 result
             };
+            let mut answer = Answer {
+                relay: self,
+                upstream: &mut upstream_read,
+                ubuf,
+                request,
+                back: &mut *back,
+                sent: &sent,
+            };
             let respond = async {
-                let response =
-                    match self.read_response_head(&mut upstream_read, ubuf, request, back, &sent).await {
-                        Ok(response) => response,
-                        Err(err) => return Err(Failed::BeforeResponse(err)),
-                    };
-                self.relay_response(
-                    response,
-                    &mut upstream_read,
-                    ubuf,
-                    &mut client_write,
-                    back,
-                    request,
-                    &sent,
-                )
-                .await
+                let response = answer.head().await.map_err(Failed::BeforeResponse)?;
+                answer.relay(response, &mut client_write).await
             };
             tokio::pin!(send, respond);
             let mut sending = true;
@@ -388,122 +480,32 @@ impl Relay {
                 Ok(!relayed.client_close && complete)
             }
             Some(Err(Failed::BeforeResponse(err))) => {
-                self.bad_gateway(client, back, request, &err, false, true).await
+                self.bad_gateway(client, back, request, &err, ClientBody::Unread).await
             }
             Some(Err(Failed::AfterResponse(err))) => Err(err),
         }
     }
 
-    /// Checks out a connection and writes `out` to it. A pooled one that fails the write (the app
-    /// had closed it) is replaced by a new one. `Ok((upstream, reused))`; `Err((error, while
-    /// connecting))`.
+    /// Checks out a connection and writes `out` to it. When a reused one fails the write (the app
+    /// had closed it), a `replayable` request moves to a new connection. `Ok((upstream, reused))`.
     async fn send_head(
         &self,
         out: &[u8],
         mut allow_reuse: bool,
-    ) -> Result<(Upstream, bool), (UpstreamError, bool)> {
+        replayable: bool,
+    ) -> Result<(Upstream, bool), UpstreamError> {
         loop {
             let Checkout { mut upstream, reused } =
-                self.pool.checkout(allow_reuse).await.map_err(|err| (UpstreamError::Io(err), true))?;
+                self.pool.checkout(allow_reuse).await.map_err(UpstreamError::Connect)?;
             match upstream.stream.write_all(out).await {
                 Ok(()) => return Ok((upstream, reused)),
-                Err(_) if reused => allow_reuse = false,
-                Err(err) => return Err((UpstreamError::Io(err), false)),
-            }
-        }
-    }
-
-    /// Reads one response head from the app and writes the client's version into `back`.
-    async fn read_response_head<R: AsyncRead + Unpin>(
-        &self,
-        upstream: &mut R,
-        ubuf: &mut BytesMut,
-        request: &RequestHead,
-        back: &mut Vec<u8>,
-        sent: &AtomicBool,
-    ) -> Result<ResponseHead, UpstreamError> {
-        loop {
-            if !ubuf.is_empty() {
-                // Decided when the answer comes: a drain that started meanwhile closes too.
-                let close = request.close || self.lifecycle.is_draining() || !sent.load(Ordering::Relaxed);
-                match head::response(ubuf, request.is_head, close, back) {
-                    ResponsePlan::Relay(response) => return Ok(response),
-                    ResponsePlan::Invalid(why) => return Err(UpstreamError::Invalid(why)),
-                    ResponsePlan::Partial if ubuf.len() >= MAX_HTTP1_BUFFER => {
-                        return Err(UpstreamError::Invalid("response head too large"));
-                    }
-                    ResponsePlan::Partial => {}
-                }
-            }
-            ubuf.reserve(READ_CHUNK);
-            match upstream.read_buf(ubuf).await {
-                Ok(0) if ubuf.is_empty() => return Err(UpstreamError::Closed),
-                Ok(0) => return Err(UpstreamError::Invalid("connection closed mid-head")),
-                Ok(_) => {}
-                Err(err)
-                    if ubuf.is_empty()
-                        && matches!(
-                            err.kind(),
-                            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-                        ) =>
-                {
-                    return Err(UpstreamError::Closed);
-                }
+                Err(_) if reused && replayable => allow_reuse = false,
                 Err(err) => return Err(UpstreamError::Io(err)),
             }
         }
     }
 
-    /// Relays the response from its first head on: 1xx heads as they come, then the final one
-    /// with its body.
-    #[allow(clippy::too_many_arguments)]
-    async fn relay_response<R, W>(
-        &self,
-        mut response: ResponseHead,
-        upstream: &mut R,
-        ubuf: &mut BytesMut,
-        client: &mut W,
-        back: &mut Vec<u8>,
-        request: &RequestHead,
-        sent: &AtomicBool,
-    ) -> Result<Relayed, Failed>
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        while response.informational {
-            client.write_all(back).await.map_err(Failed::AfterResponse)?;
-            ubuf.advance(response.len);
-            response = self
-                .read_response_head(upstream, ubuf, request, back, sent)
-                .await
-                .map_err(Failed::BeforeResponse)?;
-        }
-        ubuf.advance(response.len);
-        let mut body = Remaining::new(response.framing);
-        let taken = body
-            .take(ubuf)
-            .map_err(|_| Failed::BeforeResponse(UpstreamError::Invalid("malformed chunked body")))?;
-        self.metrics.response(response.status);
-        back.extend_from_slice(&ubuf[..taken]);
-        ubuf.advance(taken);
-        client.write_all(back).await.map_err(Failed::AfterResponse)?;
-        if !body.is_done() {
-            copy_body(upstream, ubuf, client, &mut body).await.map_err(|err| {
-                Failed::AfterResponse(match err {
-                    CopyError::Read(err) | CopyError::Write(err) => err,
-                    CopyError::Body(err) => io::Error::new(io::ErrorKind::InvalidData, err),
-                })
-            })?;
-        }
-        // Bytes after the response would be a protocol error on the app's part: do not reuse.
-        Ok(Relayed {
-            upstream_reusable: !response.upstream_close && ubuf.is_empty(),
-            client_close: response.client_close,
-        })
-    }
-
-    /// Answers 502 for an app that could not be reached (`connect`) or did not answer properly.
+    /// Answers 502 for an app that could not be reached or did not answer properly.
     /// `Ok(true)`: the client connection carries another request.
     async fn bad_gateway(
         &self,
@@ -511,16 +513,17 @@ impl Relay {
         back: &mut Vec<u8>,
         request: &RequestHead,
         err: &UpstreamError,
-        connect: bool,
-        must_close: bool,
+        body: ClientBody,
     ) -> io::Result<bool> {
-        let counter = if connect { &self.metrics.refused_upstream } else { &self.metrics.upstream_errors };
+        let counter = match err {
+            UpstreamError::Connect(_) => &self.metrics.refused_upstream,
+            _ => &self.metrics.upstream_errors,
+        };
         counter.inc();
         let target = self.pool.target();
         tracing::debug!(direction = "inbound", %target, error = %err, "upstream request failed");
-        let close = must_close || request.close || self.lifecycle.is_draining();
-        let text = format!("lameduck-proxy: {target} unavailable: {err}\n");
-        head::local_response(back, 502, &text, close);
+        let close = body == ClientBody::Unread || request.close || self.lifecycle.is_draining();
+        head::local_response(back, 502, &format!("lameduck-proxy: {target} unavailable: {err}"), close);
         self.metrics.response(502);
         client.write_all(back).await?;
         Ok(!close)

@@ -9,11 +9,14 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
+use lameduck_proxy::framing::head::MAX_HEAD_BYTES;
+
 use crate::{
     detect::{self, Protocol},
-    forward::{Forwarder, copy_until_forced},
+    forward::Forwarder,
     lifecycle::Lifecycle,
     metrics::{Direction, Metrics},
+    opaque,
     prefixed::Prefixed,
     relay::{Ended, Relay},
 };
@@ -22,18 +25,8 @@ use crate::{
 const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Streams one HTTP/2 client may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
-/// Request header bytes buffered per HTTP/1 connection; more gets 431.
-pub(crate) const MAX_HTTP1_BUFFER: usize = 64 * 1024;
-/// How long an HTTP/1 connection may stay open once draining starts before an idle one is closed.
-/// Closing an idle keep-alive connection races with a client sending its next request on it; a
-/// request that arrives during the linger is answered with `Connection: close` instead, which is
-/// race-free. Under steady load every connection gets such a response well within this time.
-pub(crate) const HTTP1_DRAIN_LINGER: Duration = Duration::from_secs(1);
 /// Accept failures (such as running out of file descriptors) are logged at most this often.
 const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(5);
-/// Upstream connection timeout for opaque TCP.
-const OPAQUE_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// What every connection on one listener shares.
 #[derive(Debug)]
 pub(crate) struct Listener {
@@ -83,7 +76,7 @@ impl Listener {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                () = self.lifecycle.drained_signal(), if stop_on_drain => {
+                () = self.lifecycle.draining(), if stop_on_drain => {
                     // Connections whose handshake already completed wait in the kernel's backlog;
                     // closing the socket would reset them, so take them first and serve them.
                     let mut backlog = 0;
@@ -136,7 +129,7 @@ impl Listener {
                     Some(relay) => {
                         let ended = tokio::select! {
                             ended = relay.serve(&mut stream) => ended,
-                            () = self.lifecycle.forced_signal() => {
+                            () = self.lifecycle.forced() => {
                                 self.metrics.forced_closes.inc();
                                 return;
                             }
@@ -153,14 +146,14 @@ impl Listener {
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(self.header_read_timeout)
-                    .max_buf_size(MAX_HTTP1_BUFFER)
+                    .max_buf_size(MAX_HEAD_BYTES)
                     .serve_connection(io, service)
                     .with_upgrades();
                 // A connection accepted while draining gets `Connection: close` on its response
                 // rather than a graceful shutdown, which would close it before its first request.
                 let graceful = (!accepted_while_draining)
                     .then_some(|conn: Pin<&mut http1::UpgradeableConnection<_, _>>| conn.graceful_shutdown());
-                self.drive(conn, graceful, HTTP1_DRAIN_LINGER).await;
+                self.drive(conn, graceful, self.lifecycle.linger_over()).await;
             }
             Protocol::Http2 => {
                 let conn = http2::Builder::new(TokioExecutor::new())
@@ -169,11 +162,13 @@ impl Listener {
                     .serve_connection(TokioIo::new(stream), service);
                 // GOAWAY: open streams finish, new ones go to another connection.
                 let graceful = Some(|conn: Pin<&mut http2::Connection<_, _, _>>| conn.graceful_shutdown());
-                self.drive(conn, graceful, Duration::ZERO).await;
+                self.drive(conn, graceful, self.lifecycle.draining()).await;
             }
             Protocol::Opaque => {
                 match self.target {
-                    Some(target) => self.forward_opaque(stream, target).await,
+                    Some(target) => {
+                        opaque::forward(stream, target, self.direction, &self.lifecycle, &self.metrics).await;
+                    }
                     None => {
                         // Outbound has no destination for raw TCP: the app must use CONNECT.
                         self.metrics.refused.with_label_values(&[direction, "not-http"]).inc();
@@ -184,18 +179,19 @@ impl Listener {
         }
     }
 
-    /// Runs a connection to its end: graceful shutdown `linger` after draining starts, dropped
-    /// when forced.
-    async fn drive<C, E>(&self, conn: C, graceful: Option<impl FnOnce(Pin<&mut C>)>, linger: Duration)
-    where
+    /// Runs a connection to its end: graceful shutdown once `shutdown_when` resolves (for HTTP/1
+    /// the drain's linger, for HTTP/2 the drain itself), dropped when forced.
+    async fn drive<C, E>(
+        &self,
+        conn: C,
+        graceful: Option<impl FnOnce(Pin<&mut C>)>,
+        shutdown_when: impl Future<Output = ()>,
+    ) where
         C: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
-        tokio::pin!(conn);
+        tokio::pin!(conn, shutdown_when);
         let mut graceful = graceful;
-        let mut shutdown_at: Option<tokio::time::Instant> = None;
-        // select! builds every branch's future even when disabled, so this stands in for "never".
-        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
         loop {
             tokio::select! {
                 result = conn.as_mut() => {
@@ -204,37 +200,16 @@ impl Listener {
                     }
                     return;
                 }
-                () = self.lifecycle.drained_signal(), if graceful.is_some() && shutdown_at.is_none() => {
-                    shutdown_at = Some(tokio::time::Instant::now() + linger);
-                }
-                () = tokio::time::sleep_until(shutdown_at.unwrap_or(far)), if graceful.is_some() && shutdown_at.is_some() => {
+                () = &mut shutdown_when, if graceful.is_some() => {
                     if let Some(start) = graceful.take() {
                         start(conn.as_mut());
                     }
                 }
-                () = self.lifecycle.forced_signal() => {
+                () = self.lifecycle.forced() => {
                     self.metrics.forced_closes.inc();
                     return;
                 }
             }
         }
-    }
-
-    /// Opaque TCP to the app: left to finish while draining, closed at the grace deadline.
-    async fn forward_opaque(&self, stream: TcpStream, target: SocketAddr) {
-        let upstream = match tokio::time::timeout(OPAQUE_CONNECT_TIMEOUT, TcpStream::connect(target)).await {
-            Ok(Ok(upstream)) => upstream,
-            Ok(Err(err)) => {
-                self.metrics.refused.with_label_values(&[self.direction.as_str(), "upstream"]).inc();
-                tracing::debug!(%target, error = %err, "cannot reach the app for an opaque connection");
-                return;
-            }
-            Err(_) => {
-                self.metrics.refused.with_label_values(&[self.direction.as_str(), "upstream"]).inc();
-                return;
-            }
-        };
-        let _ = upstream.set_nodelay(true);
-        copy_until_forced(stream, upstream, &self.lifecycle, &self.metrics).await;
     }
 }

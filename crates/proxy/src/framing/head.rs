@@ -4,8 +4,10 @@
 
 use std::io::Write as _;
 
-use crate::forward::is_hop_by_hop;
+use super::hop_by_hop::is_hop_by_hop;
 
+/// Bytes a message head may take, here and on hyper's path; more is a 431 (or a 502 from the app).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Header lines read per message, as many as hyper allows.
 const MAX_HEADERS: usize = 100;
 /// Names a `Connection` header may list; a message that lists more goes to the general server.
@@ -13,7 +15,7 @@ const MAX_CONNECTION_NAMES: usize = 16;
 
 /// How a message's body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub enum Framing {
     Empty,
     Length(u64),
     Chunked,
@@ -23,7 +25,7 @@ pub(crate) enum Framing {
 
 /// What to do with the bytes read from a client so far.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum RequestPlan {
+pub enum RequestPlan {
     /// The head is not complete yet.
     Partial,
     /// Relay it; the rewritten head is in the output buffer.
@@ -36,18 +38,21 @@ pub(crate) enum RequestPlan {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct RequestHead {
+pub struct RequestHead {
     /// Bytes of the client's head.
-    pub(crate) len: usize,
-    pub(crate) framing: Framing,
+    pub len: usize,
+    pub framing: Framing,
     /// The client asked to close after this exchange.
-    pub(crate) close: bool,
+    pub close: bool,
     /// A HEAD request: its response has no body whatever its headers say.
-    pub(crate) is_head: bool,
+    pub is_head: bool,
+    /// Idempotent and without a body: it may be sent again on a new connection when a reused one
+    /// closes before answering. Nothing else is, since the app may have acted on it.
+    pub replayable: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum ResponsePlan {
+pub enum ResponsePlan {
     Partial,
     Relay(ResponseHead),
     /// The app's answer cannot be relayed: a 502.
@@ -55,16 +60,16 @@ pub(crate) enum ResponsePlan {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct ResponseHead {
-    pub(crate) len: usize,
-    pub(crate) status: u16,
-    pub(crate) framing: Framing,
+pub struct ResponseHead {
+    pub len: usize,
+    pub status: u16,
+    pub framing: Framing,
     /// The app will close its side: the upstream connection is not reused.
-    pub(crate) upstream_close: bool,
+    pub upstream_close: bool,
     /// The rewritten head tells the client the connection closes after this response.
-    pub(crate) client_close: bool,
+    pub client_close: bool,
     /// A 1xx: another head follows.
-    pub(crate) informational: bool,
+    pub informational: bool,
 }
 
 /// Header names listed in a `Connection` header, which are hop-by-hop too.
@@ -118,52 +123,130 @@ fn write_headers(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], options: &
     }
 }
 
+/// Whether a head has a line ended by a bare LF. httparse accepts one; RFC 9112 section 2.2 lets
+/// a recipient do so, but a next hop that does not would see a different message.
+fn has_bare_lf(head: &[u8]) -> bool {
+    let mut rest = head;
+    let mut offset = 0;
+    while let Some(i) = rest.iter().position(|b| *b == b'\n') {
+        if offset + i == 0 || head[offset + i - 1] != b'\r' {
+            return true;
+        }
+        offset += i + 1;
+        rest = &head[offset..];
+    }
+    false
+}
+
+/// What the framing headers of one message say, checked as they are read.
+#[derive(Default)]
+struct FramingHeaders<'a> {
+    length: Option<u64>,
+    /// A `Transfer-Encoding` header was present.
+    encoded: bool,
+    /// The transfer codings end with `chunked`, listed once.
+    chunked_last: bool,
+    /// `chunked` is the only coding.
+    chunked_only: bool,
+    codings: usize,
+    options: ConnectionOptions<'a>,
+}
+
+impl<'a> FramingHeaders<'a> {
+    /// Reads a header that bears on framing; `Err` names what is wrong with it.
+    fn read(&mut self, header: &httparse::Header<'a>) -> Result<(), &'static str> {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            if self.length.is_some() {
+                return Err("more than one content-length");
+            }
+            self.length = Some(content_length(header.value).ok_or("invalid content-length")?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.encoded = true;
+            // A list (RFC 9110 section 5.6.1): empty elements are ignored.
+            for coding in header.value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty())
+            {
+                if self.chunked_last {
+                    return Err("a transfer coding after chunked");
+                }
+                self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                self.codings += 1;
+            }
+            self.chunked_only = self.chunked_last && self.codings == 1;
+        } else if name.eq_ignore_ascii_case("connection") {
+            self.options.add(header.value);
+        }
+        Ok(())
+    }
+
+    /// RFC 9112 section 6.1 to 6.3: a message with both, or whose codings do not end in chunked,
+    /// has no length a next hop would surely agree on.
+    fn check(&self) -> Result<(), &'static str> {
+        if self.encoded && self.length.is_some() {
+            return Err("transfer-encoding with content-length");
+        }
+        if self.encoded && !self.chunked_last {
+            return Err("transfer-encoding does not end in chunked");
+        }
+        Ok(())
+    }
+}
+
 /// Parses a client's request head from `buf` and, when the relay carries it, writes the head for
-/// the app into `out` (cleared first).
-pub(crate) fn request(buf: &[u8], out: &mut Vec<u8>) -> RequestPlan {
+/// the app into `out` (cleared first). Every request is checked here, whichever path then serves
+/// it, so hyper's general server only ever sees heads the relay would have accepted.
+pub fn request(buf: &[u8], out: &mut Vec<u8>) -> RequestPlan {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return RequestPlan::Partial,
-        Err(httparse::Error::TooManyHeaders) => return RequestPlan::Reject(431, "too many headers\n"),
-        Err(_) => return RequestPlan::Reject(400, "malformed request head\n"),
+        Err(httparse::Error::TooManyHeaders) => return RequestPlan::Reject(431, "too many headers"),
+        Err(_) => return RequestPlan::Reject(400, "malformed request head"),
     };
-    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
-        return RequestPlan::Fallback;
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return RequestPlan::Reject(400, "malformed request head");
     };
-    if method == "CONNECT" || !path.starts_with('/') {
-        return RequestPlan::Fallback;
+    if has_bare_lf(&buf[..len]) {
+        return RequestPlan::Reject(400, "request head lines must end with CRLF");
     }
-    let mut options = ConnectionOptions::default();
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut host = false;
+    let mut framing = FramingHeaders::default();
+    let mut hosts = 0;
+    let mut unusual = false;
     for header in req.headers.iter() {
+        if let Err(why) = framing.read(header) {
+            return RequestPlan::Reject(400, why);
+        }
         let name = header.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            match (content_length(header.value), length) {
-                (None, _) => return RequestPlan::Reject(400, "invalid content-length\n"),
-                (Some(n), None) => length = Some(n),
-                (Some(_), Some(_)) => return RequestPlan::Fallback,
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if chunked || !header.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return RequestPlan::Fallback;
-            }
-            chunked = true;
-        } else if name.eq_ignore_ascii_case("connection") {
-            options.add(header.value);
-        } else if name.eq_ignore_ascii_case("host") {
-            host = true;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
         } else if name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("expect") {
-            return RequestPlan::Fallback;
+            unusual = true;
         }
     }
-    if !host || (chunked && length.is_some()) || options.upgrade || options.overflow {
+    if let Err(why) = framing.check() {
+        return RequestPlan::Reject(400, why);
+    }
+    // RFC 9112 section 3.2: exactly one Host in HTTP/1.1, never more than one.
+    if hosts > 1 || (hosts == 0 && version == 1) {
+        return RequestPlan::Reject(400, "a request needs exactly one host header");
+    }
+    // RFC 9112 section 6.1: HTTP/1.0 has no chunked framing, so its length cannot be trusted.
+    if framing.encoded && version == 0 {
+        return RequestPlan::Reject(400, "transfer-encoding in an HTTP/1.0 request");
+    }
+    let options = &framing.options;
+    if version == 0
+        || method == "CONNECT"
+        || !path.starts_with('/')
+        || unusual
+        || (framing.encoded && !framing.chunked_only)
+        || options.upgrade
+        || options.overflow
+    {
         return RequestPlan::Fallback;
     }
-    let framing = match (chunked, length) {
+    let body = match (framing.chunked_only, framing.length) {
         (true, _) => Framing::Chunked,
         (false, Some(n)) if n > 0 => Framing::Length(n),
         _ => Framing::Empty,
@@ -173,17 +256,28 @@ pub(crate) fn request(buf: &[u8], out: &mut Vec<u8>) -> RequestPlan {
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_headers(out, req.headers, &options);
-    if chunked {
+    write_headers(out, req.headers, options);
+    if body == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    RequestPlan::Relay(RequestHead { len, framing, close: options.close, is_head: method == "HEAD" })
+    RequestPlan::Relay(RequestHead {
+        len,
+        framing: body,
+        close: options.close,
+        is_head: method == "HEAD",
+        replayable: replayable(method) && body == Framing::Empty,
+    })
+}
+
+/// Idempotent methods (RFC 9110 section 9.2.2): sending one twice has the effect of once.
+fn replayable(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
 }
 
 /// Parses the app's response head and writes the head for the client into `out` (cleared first).
 /// `close_client`: the client connection closes after this exchange whatever the app says.
-pub(crate) fn response(buf: &[u8], is_head: bool, close_client: bool, out: &mut Vec<u8>) -> ResponsePlan {
+pub fn response(buf: &[u8], is_head: bool, close_client: bool, out: &mut Vec<u8>) -> ResponsePlan {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
@@ -194,39 +288,35 @@ pub(crate) fn response(buf: &[u8], is_head: bool, close_client: bool, out: &mut 
     let (Some(version), Some(status)) = (resp.version, resp.code) else {
         return ResponsePlan::Invalid("malformed response head");
     };
+    if has_bare_lf(&buf[..len]) {
+        return ResponsePlan::Invalid("response head lines must end with CRLF");
+    }
     if status == 101 {
         return ResponsePlan::Invalid("unexpected 101 Switching Protocols");
     }
-    let mut options = ConnectionOptions::default();
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
+    let mut framing = FramingHeaders::default();
     for header in resp.headers.iter() {
-        let name = header.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            match (content_length(header.value), length) {
-                (Some(n), None) => length = Some(n),
-                (Some(n), Some(m)) if n == m => {}
-                _ => return ResponsePlan::Invalid("invalid content-length"),
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if chunked || !header.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return ResponsePlan::Invalid("unsupported transfer-encoding");
-            }
-            chunked = true;
-        } else if name.eq_ignore_ascii_case("connection") {
-            options.add(header.value);
+        if let Err(why) = framing.read(header) {
+            return ResponsePlan::Invalid(why);
         }
     }
+    if let Err(why) = framing.check() {
+        return ResponsePlan::Invalid(why);
+    }
+    if framing.encoded && !framing.chunked_only {
+        return ResponsePlan::Invalid("unsupported transfer-encoding");
+    }
+    let options = &framing.options;
     if options.overflow {
         return ResponsePlan::Invalid("too many connection options");
     }
     let informational = (100..200).contains(&status);
-    let framing = if informational || is_head || status == 204 || status == 304 {
+    let body = if informational || is_head || status == 204 || status == 304 {
         Framing::Empty
-    } else if chunked {
+    } else if framing.chunked_only {
         Framing::Chunked
     } else {
-        match length {
+        match framing.length {
             Some(0) => Framing::Empty,
             Some(n) => Framing::Length(n),
             None => Framing::UntilClose,
@@ -234,8 +324,8 @@ pub(crate) fn response(buf: &[u8], is_head: bool, close_client: bool, out: &mut 
     };
     // HTTP/1.0 closes unless it says otherwise; HTTP/1.1 keeps alive unless it says otherwise.
     let upstream_close =
-        options.close || (version == 0 && !options.keep_alive) || framing == Framing::UntilClose;
-    let client_close = !informational && (close_client || framing == Framing::UntilClose);
+        options.close || (version == 0 && !options.keep_alive) || body == Framing::UntilClose;
+    let client_close = !informational && (close_client || body == Framing::UntilClose);
 
     out.clear();
     // An HTTP/1.1 status line goes as it came; an HTTP/1.0 one is rewritten for the client.
@@ -245,25 +335,32 @@ pub(crate) fn response(buf: &[u8], is_head: bool, close_client: bool, out: &mut 
             let _ = write!(out, "HTTP/1.1 {status} {}\r\n", resp.reason.unwrap_or_default());
         }
     }
-    write_headers(out, resp.headers, &options);
-    if chunked && framing == Framing::Chunked {
+    write_headers(out, resp.headers, options);
+    if body == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     if client_close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    ResponsePlan::Relay(ResponseHead { len, status, framing, upstream_close, client_close, informational })
+    ResponsePlan::Relay(ResponseHead {
+        len,
+        status,
+        framing: body,
+        upstream_close,
+        client_close,
+        informational,
+    })
 }
 
-/// A response of the proxy's own: plain text, closing the connection when `close`.
-pub(crate) fn local_response(out: &mut Vec<u8>, status: u16, body: &str, close: bool) {
+/// A response of the proxy's own: one line of plain text, closing the connection when `close`.
+pub fn local_response(out: &mut Vec<u8>, status: u16, text: &str, close: bool) {
     let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     out.clear();
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{body}",
-        body.len(),
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{text}\n",
+        text.len() + 1,
         if close { "connection: close\r\n" } else { "" },
     );
 }
@@ -291,7 +388,13 @@ mod tests {
         let (head, out) = relayed(raw);
         assert_eq!(
             head,
-            RequestHead { len: raw.len() - 9, framing: Framing::Empty, close: false, is_head: false }
+            RequestHead {
+                len: raw.len() - 9,
+                framing: Framing::Empty,
+                close: false,
+                is_head: false,
+                replayable: true
+            }
         );
         assert_eq!(out, "GET /a?b=1 HTTP/1.1\r\nHost: web:80\r\nAccept: */*\r\n\r\n");
     }
@@ -326,16 +429,80 @@ mod tests {
     fn what_the_relay_does_not_carry_goes_to_the_general_server() {
         for raw in [
             "GET / HTTP/1.0\r\nHost: x\r\n\r\n",
-            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.0\r\n\r\n",
             "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
             "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert_eq!(plan(raw).0, RequestPlan::Fallback, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn heads_a_next_hop_could_read_differently_are_rejected_whatever_path_they_would_take() {
+        for (raw, why) in [
+            ("GET / HTTP/1.1\r\n\r\n", "a request needs exactly one host header"),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "a request needs exactly one host header"),
+            ("GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", "a request needs exactly one host header"),
+            ("GET / HTTP/1.1\nHost: x\n\n", "request head lines must end with CRLF"),
+            ("GET / HTTP/1.1\r\nHost: x\nX: 1\r\n\r\n", "request head lines must end with CRLF"),
+            ("GET / HTTP/1.1\r\nHost: x\r\nX: 1\r\n folded\r\n\r\n", "malformed request head"),
+            ("GET / HTTP/1.1\r\nHost : x\r\n\r\n", "malformed request head"),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                "transfer-encoding with content-length",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "transfer-encoding with content-length",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+                "more than one content-length",
+            ),
+            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\n", "invalid content-length"),
+            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x3\r\n\r\n", "invalid content-length"),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "transfer-encoding does not end in chunked",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                "a transfer coding after chunked",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "a transfer coding after chunked",
+            ),
+            (
+                "POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "transfer-encoding in an HTTP/1.0 request",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\
+                 Content-Length: 3\r\n\r\n",
+                "transfer-encoding with content-length",
+            ),
+        ] {
+            assert_eq!(plan(raw).0, RequestPlan::Reject(400, why), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn only_idempotent_requests_without_a_body_may_be_sent_twice() {
+        for (raw, replayable) in [
+            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", true),
+            ("DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", true),
+            ("PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", true),
+            ("PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n", false),
+            ("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", false),
+            ("POST / HTTP/1.1\r\nHost: x\r\n\r\n", false),
+            ("PATCH / HTTP/1.1\r\nHost: x\r\n\r\n", false),
+        ] {
+            assert_eq!(relayed(raw).0.replayable, replayable, "{raw:?}");
         }
     }
 
@@ -343,15 +510,15 @@ mod tests {
     fn malformed_requests_are_rejected_and_partial_ones_wait() {
         assert_eq!(
             plan("GET / HTTP/1.1\r\nnot a header\r\n\r\n").0,
-            RequestPlan::Reject(400, "malformed request head\n")
+            RequestPlan::Reject(400, "malformed request head")
         );
         assert_eq!(
             plan("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n").0,
-            RequestPlan::Reject(400, "invalid content-length\n")
+            RequestPlan::Reject(400, "invalid content-length")
         );
         assert_eq!(
             plan("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n").0,
-            RequestPlan::Reject(400, "invalid content-length\n")
+            RequestPlan::Reject(400, "invalid content-length")
         );
         assert!(matches!(
             plan(&format!("GET / HTTP/1.1\r\n{}\r\n", "a: b\r\n".repeat(101))).0,
@@ -427,6 +594,13 @@ mod tests {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\nContent-Length: 5\n\n",
+            "HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX: 1\r\n folded\r\n\r\n",
         ] {
             assert!(
                 matches!(response(raw.as_bytes(), false, false, &mut Vec::new()), ResponsePlan::Invalid(_)),
@@ -438,7 +612,7 @@ mod tests {
     #[test]
     fn local_responses_are_complete_messages() {
         let mut out = Vec::new();
-        local_response(&mut out, 502, "down\n", true);
+        local_response(&mut out, 502, "down", true);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\ndown\n"

@@ -1,0 +1,58 @@
+//! How the proxy reaches upstreams: the limits both paths share (the relay's own pool and hyper's
+//! client pool) and the connector hyper's client uses.
+
+use std::{
+    net::SocketAddr,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::Uri;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+/// Idle upstream HTTP/1 connections kept per destination, like nginx's `keepalive 64`: enough for
+/// steady load, bounded so many idle clients do not hold as many idle connections to the app.
+pub(crate) const POOL_MAX_IDLE: usize = 64;
+/// How long to wait for an upstream TCP connection before answering 502.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Idle upstream connections are kept this long for reuse.
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Connects to a fixed address (inbound: the app) or to the URI's authority (outbound).
+#[derive(Clone, Debug)]
+pub(crate) struct Connector {
+    inner: HttpConnector,
+    fixed: Option<Uri>,
+}
+
+impl Connector {
+    pub(crate) fn new(fixed: Option<SocketAddr>) -> Self {
+        let mut inner = HttpConnector::new();
+        inner.set_nodelay(true);
+        inner.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let fixed = fixed.map(|addr| {
+            Uri::builder()
+                .scheme("http")
+                .authority(addr.to_string())
+                .path_and_query("/")
+                .build()
+                .expect("valid URI")
+        });
+        Self { inner, fixed }
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Future = <HttpConnector as tower_service::Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let uri = self.fixed.clone().unwrap_or(uri);
+        self.inner.call(uri)
+    }
+}
