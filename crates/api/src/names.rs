@@ -58,6 +58,8 @@ pub mod env {
     pub const PROXY_INBOUND_TARGET: &str = "LAMEDUCK_PROXY_INBOUND_TARGET";
     /// `lameduck-proxy --outbound-addr`.
     pub const PROXY_OUTBOUND_ADDR: &str = "LAMEDUCK_PROXY_OUTBOUND_ADDR";
+    /// `lameduck-proxy --allow-open-outbound`: serve the outbound proxy on a non-loopback address.
+    pub const PROXY_ALLOW_OPEN_OUTBOUND: &str = "LAMEDUCK_PROXY_ALLOW_OPEN_OUTBOUND";
     /// `lameduck-proxy --admin-addr`.
     pub const PROXY_ADMIN_ADDR: &str = "LAMEDUCK_PROXY_ADMIN_ADDR";
     /// `lameduck-proxy --shutdown-grace-period`.

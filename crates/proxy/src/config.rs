@@ -19,6 +19,18 @@ pub(crate) struct RunArgs {
     /// The app's outbound proxy: HTTP forward proxy, `CONNECT` for opaque TCP.
     #[arg(long, env = env::PROXY_OUTBOUND_ADDR, default_value = "127.0.0.1:4140", value_name = "ADDR")]
     pub(crate) outbound_addr: String,
+    /// Let `--outbound-addr` be a non-loopback address. The outbound proxy goes wherever a request
+    /// says, the pod's loopback-only services (the admin `/shutdown` among them) included, so on
+    /// a pod address it is an open proxy to them for any peer.
+    #[arg(
+        long,
+        env = env::PROXY_ALLOW_OPEN_OUTBOUND,
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub(crate) allow_open_outbound: String,
     /// `/ready`, `/live`, `/metrics`, `/shutdown`.
     #[arg(long, env = env::PROXY_ADMIN_ADDR, default_value = "0.0.0.0:4191", value_name = "ADDR")]
     pub(crate) admin_addr: String,
@@ -143,6 +155,24 @@ impl RunArgs {
             ));
             false
         });
+        let allow_open_outbound = parse_bool(&self.allow_open_outbound).unwrap_or_else(|| {
+            errors.push(format!(
+                "--allow-open-outbound ({}): {:?} is not true or false",
+                env::PROXY_ALLOW_OPEN_OUTBOUND,
+                self.allow_open_outbound
+            ));
+            false
+        });
+        let outbound_parsed = self.outbound_addr.trim().parse::<SocketAddr>().is_ok();
+        if outbound_parsed && !outbound_addr.ip().is_loopback() && !allow_open_outbound {
+            errors.push(format!(
+                "--outbound-addr ({}): {outbound_addr} is not a loopback address, so any peer could \
+                 send requests through it to the pod's loopback-only services, /shutdown included; \
+                 use 127.0.0.1, or pass --allow-open-outbound ({}) if that is intended",
+                env::PROXY_OUTBOUND_ADDR,
+                env::PROXY_ALLOW_OPEN_OUTBOUND
+            ));
+        }
         let cores = match self.cores.trim().parse::<usize>() {
             Ok(n) if (1..=MAX_CORES).contains(&n) => n,
             _ => {
@@ -215,6 +245,30 @@ mod tests {
     struct Wrapper {
         #[command(flatten)]
         args: RunArgs,
+    }
+
+    #[test]
+    fn a_non_loopback_outbound_address_needs_its_flag() {
+        let errors = args(&["--outbound-addr", "0.0.0.0:4140"]).validate().unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "--outbound-addr (LAMEDUCK_PROXY_OUTBOUND_ADDR): 0.0.0.0:4140 is not a loopback address"
+            ),
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].contains("--allow-open-outbound (LAMEDUCK_PROXY_ALLOW_OPEN_OUTBOUND)"),
+            "{errors:?}"
+        );
+        for flags in [
+            &["--outbound-addr", "0.0.0.0:4140", "--allow-open-outbound"][..],
+            &["--outbound-addr", "10.0.0.7:4140", "--allow-open-outbound", "true"],
+            &["--outbound-addr", "[::1]:4140"],
+            &["--outbound-addr", "127.0.0.2:4140"],
+        ] {
+            assert!(args(flags).validate().is_ok(), "{flags:?}");
+        }
     }
 
     fn args(flags: &[&str]) -> RunArgs {

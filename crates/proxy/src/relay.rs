@@ -85,6 +85,8 @@ impl fmt::Display for UpstreamError {
 enum Failed {
     BeforeResponse(UpstreamError),
     AfterResponse(io::Error),
+    /// The client's body turned out malformed while it streamed to the app.
+    Client(ChunkedError),
 }
 
 /// A body copy that failed, by side.
@@ -98,6 +100,15 @@ enum CopyError {
 struct Relayed {
     upstream_reusable: bool,
     client_close: bool,
+}
+
+/// What each half of an exchange knows of the other.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The whole request has reached the app; an answer before that closes the client connection.
+    sent: AtomicBool,
+    /// Some of the response has reached the client, so the proxy can no longer answer itself.
+    answering: AtomicBool,
 }
 
 /// Whether the client's request body has been read to its end when the app fails: if not, the
@@ -148,8 +159,7 @@ struct Answer<'a, R> {
     request: &'a RequestHead,
     /// Each head rewritten for the client.
     back: &'a mut Vec<u8>,
-    /// The whole request has reached the app; an answer before that closes the client connection.
-    sent: &'a AtomicBool,
+    progress: &'a Progress,
 }
 
 impl<R: AsyncRead + Unpin> Answer<'_, R> {
@@ -160,7 +170,7 @@ impl<R: AsyncRead + Unpin> Answer<'_, R> {
                 // Decided when the answer comes: a drain that started meanwhile closes too.
                 let close = self.request.close
                     || self.relay.lifecycle.is_draining()
-                    || !self.sent.load(Ordering::Relaxed);
+                    || !self.progress.sent.load(Ordering::Relaxed);
                 match head::response(self.ubuf, self.request.is_head, close, self.back) {
                     ResponsePlan::Relay(response) => return Ok(response),
                     ResponsePlan::Invalid(why) => return Err(UpstreamError::Invalid(why)),
@@ -196,6 +206,7 @@ impl<R: AsyncRead + Unpin> Answer<'_, R> {
         mut response: ResponseHead,
         client: &mut W,
     ) -> Result<Relayed, Failed> {
+        self.progress.answering.store(true, Ordering::Relaxed);
         while response.informational {
             client.write_all(self.back).await.map_err(Failed::AfterResponse)?;
             self.ubuf.advance(response.len);
@@ -382,7 +393,7 @@ impl Relay {
         back: &mut Vec<u8>,
         request: &RequestHead,
     ) -> io::Result<bool> {
-        let sent = AtomicBool::new(true);
+        let progress = Progress { sent: AtomicBool::new(true), ..Progress::default() };
         let mut allow_reuse = true;
         let (mut upstream, response) = loop {
             let (mut upstream, reused) = match self.send_head(out, allow_reuse, request.replayable).await {
@@ -390,7 +401,8 @@ impl Relay {
                 Err(err) => return self.bad_gateway(client, back, request, &err, ClientBody::Read).await,
             };
             let Upstream { stream, buf: ubuf } = &mut upstream;
-            let mut answer = Answer { relay: self, upstream: stream, ubuf, request, back, sent: &sent };
+            let mut answer =
+                Answer { relay: self, upstream: stream, ubuf, request, back, progress: &progress };
             match answer.head().await {
                 Ok(response) => break (upstream, response),
                 Err(UpstreamError::Closed) if reused && request.replayable => allow_reuse = false,
@@ -398,7 +410,7 @@ impl Relay {
             }
         };
         let Upstream { stream, buf: ubuf } = &mut upstream;
-        let mut answer = Answer { relay: self, upstream: stream, ubuf, request, back, sent: &sent };
+        let mut answer = Answer { relay: self, upstream: stream, ubuf, request, back, progress: &progress };
         match answer.relay(response, client).await {
             Ok(relayed) => {
                 if relayed.upstream_reusable {
@@ -410,6 +422,8 @@ impl Relay {
                 self.bad_gateway(client, back, request, &err, ClientBody::Read).await
             }
             Err(Failed::AfterResponse(err)) => Err(err),
+            // A whole request's body was checked before it was sent; nothing to answer here.
+            Err(Failed::Client(err)) => Err(io::Error::new(io::ErrorKind::InvalidData, err)),
         }
     }
 
@@ -428,14 +442,14 @@ impl Relay {
             Ok((upstream, _)) => upstream,
             Err(err) => return self.bad_gateway(client, back, request, &err, ClientBody::Unread).await,
         };
-        let sent = AtomicBool::new(false);
+        let progress = Progress::default();
         let result = {
             let (mut client_read, mut client_write) = client.split();
             let Upstream { stream, buf: ubuf } = &mut upstream;
             let (mut upstream_read, mut upstream_write) = stream.split();
             let send = async {
                 let result = copy_body(&mut client_read, buf, &mut upstream_write, &mut body).await;
-                sent.store(result.is_ok(), Ordering::Relaxed);
+                progress.sent.store(result.is_ok(), Ordering::Relaxed);
                 result
             };
             let mut answer = Answer {
@@ -444,7 +458,7 @@ impl Relay {
                 ubuf,
                 request,
                 back: &mut *back,
-                sent: &sent,
+                progress: &progress,
             };
             let respond = async {
                 let response = answer.head().await.map_err(Failed::BeforeResponse)?;
@@ -458,18 +472,31 @@ impl Relay {
                         sending = false;
                         // The app may stop reading and still answer (413 and close); the client
                         // going away or sending a broken body ends the exchange.
-                        if matches!(copied, Err(CopyError::Read(_) | CopyError::Body(_))) {
-                            break None;
+                        match copied {
+                            Err(CopyError::Read(_)) => break None,
+                            Err(CopyError::Body(err)) => break Some(Err(Failed::Client(err))),
+                            Ok(()) | Err(CopyError::Write(_)) => {}
                         }
                     }
                     relayed = &mut respond => break Some(relayed),
                 }
             }
         };
-        let complete = sent.load(Ordering::Relaxed);
+        let complete = progress.sent.load(Ordering::Relaxed);
         match result {
             None => {
-                tracing::debug!("client went away or sent a malformed body mid-request");
+                tracing::debug!("client went away mid-request");
+                Ok(false)
+            }
+            Some(Err(Failed::Client(err))) => {
+                // What the app has of this request ends mid-message, and its connection is
+                // dropped here: it never sees bytes after the malformed ones.
+                tracing::debug!(error = %err, "malformed request body; closing");
+                if !progress.answering.load(Ordering::Relaxed) {
+                    head::local_response(back, 400, err.reason(), true);
+                    self.metrics.response(400);
+                    client.write_all(back).await?;
+                }
                 Ok(false)
             }
             Some(Ok(relayed)) => {

@@ -35,6 +35,38 @@ fn bad_flags_are_all_reported_with_exit_64() {
     assert_eq!(run(&["--help"]).status.code(), Some(0));
 }
 
+#[tokio::test]
+async fn an_outbound_proxy_on_a_pod_address_needs_its_flag() {
+    // Through an outbound proxy listening beyond loopback, any peer could reach the pod's
+    // loopback-only services, the admin /shutdown among them.
+    let [outbound] = free_ports::<1>();
+    let open = format!("0.0.0.0:{outbound}");
+    let refused = run(&["--outbound-addr", &open]);
+    assert_eq!(refused.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "--outbound-addr (LAMEDUCK_PROXY_OUTBOUND_ADDR): {open} is not a loopback address"
+        )),
+        "{stderr}"
+    );
+
+    let [inbound, admin] = free_ports::<2>();
+    let mut allowed = Command::new(Proxy::binary())
+        .args(["--outbound-addr", &open, "--allow-open-outbound"])
+        .args(["--inbound-addr", &local(inbound).to_string(), "--admin-addr", &local(admin).to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = eventually("the proxy allowed an open outbound to be ready", 10 * SECOND, async || {
+        (get(local(admin), "/ready").await.ok()?.0 == 200).then_some(())
+    })
+    .await;
+    allowed.kill().unwrap();
+    let _ = allowed.wait();
+    assert_eq!(ready, ());
+}
+
 #[test]
 fn wait_sleeps_then_exits_zero() {
     let started = Instant::now();

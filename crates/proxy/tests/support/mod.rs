@@ -443,3 +443,116 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], within: Duration) -> (
         }
     }
 }
+
+/// What the recording app does with one request.
+#[derive(Clone, Copy, Debug)]
+pub enum Reply {
+    /// Writes these bytes (a whole response) and keeps the connection.
+    Answer(&'static [u8]),
+    /// Closes the connection without a word, as an app that crashed or timed it out would.
+    CloseSilently,
+}
+
+/// The bytes one connection carried to the recording app.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// Everything read, in order, including any bytes after the last whole request.
+    pub bytes: Vec<u8>,
+    /// The whole requests read (head and body), as they arrived.
+    pub requests: Vec<Vec<u8>>,
+    /// The connection has ended.
+    pub closed: bool,
+}
+
+/// An app that records, per connection, every byte it is sent, and answers by a script called
+/// with the connection's and the request's numbers (both from 0). A request ends after its
+/// Content-Length, or for a chunked one at the first `0\r\n\r\n`; the tests send it nothing
+/// subtler, since what it records is the point.
+pub struct RecordingApp {
+    pub addr: SocketAddr,
+    connections: Arc<std::sync::Mutex<Vec<Recorded>>>,
+}
+
+impl RecordingApp {
+    pub async fn start(script: impl Fn(usize, usize) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::Mutex::new(Vec::<Recorded>::new()));
+        let script = Arc::new(script);
+        let shared = Arc::clone(&connections);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let index = {
+                    let mut all = shared.lock().unwrap();
+                    all.push(Recorded::default());
+                    all.len() - 1
+                };
+                tokio::spawn(Self::serve(stream, index, Arc::clone(&shared), Arc::clone(&script)));
+            }
+        });
+        Self { addr, connections }
+    }
+
+    async fn serve(
+        mut stream: TcpStream,
+        index: usize,
+        connections: Arc<std::sync::Mutex<Vec<Recorded>>>,
+        script: Arc<impl Fn(usize, usize) -> Reply>,
+    ) {
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut served = 0;
+        loop {
+            while let Some(len) = request_len(&pending) {
+                let request: Vec<u8> = pending.drain(..len).collect();
+                connections.lock().unwrap()[index].requests.push(request);
+                match script(index, served) {
+                    Reply::Answer(response) => {
+                        if stream.write_all(response).await.is_err() {
+                            break;
+                        }
+                    }
+                    Reply::CloseSilently => {
+                        connections.lock().unwrap()[index].closed = true;
+                        return;
+                    }
+                }
+                served += 1;
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    connections.lock().unwrap()[index].bytes.extend_from_slice(&buf[..n]);
+                    pending.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+        connections.lock().unwrap()[index].closed = true;
+    }
+
+    /// Every connection so far, in the order they were accepted.
+    pub fn connections(&self) -> Vec<Recorded> {
+        self.connections.lock().unwrap().clone()
+    }
+
+    /// Every byte every connection carried.
+    pub fn all_bytes(&self) -> Vec<u8> {
+        self.connections().into_iter().flat_map(|c| c.bytes).collect()
+    }
+}
+
+/// The length of the first whole request in `bytes`, if it is all there.
+fn request_len(bytes: &[u8]) -> Option<usize> {
+    let head = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let text = String::from_utf8_lossy(&bytes[..head]).to_ascii_lowercase();
+    if text.contains("transfer-encoding: chunked") {
+        let end = bytes[head..].windows(5).position(|w| w == b"0\r\n\r\n")?;
+        return Some(head + end + 5);
+    }
+    let length = text
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |n| n.trim().parse::<usize>().unwrap_or(0));
+    (bytes.len() >= head + length).then_some(head + length)
+}
