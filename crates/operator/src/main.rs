@@ -34,7 +34,10 @@ use lameduck_operator::{
     cli::{Cli, Config, LogFormat},
     controller::books::Bookkeeping,
     controller::pod::SlimPod,
-    controller::reconcile::{Context, Settings, error_policy, reconcile},
+    controller::{
+        reconcile::{Context, error_policy, reconcile},
+        settings::Settings,
+    },
     events::Publisher,
     leader,
     metrics::Metrics,

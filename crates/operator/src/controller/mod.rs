@@ -11,3 +11,4 @@ pub mod ephemeral;
 pub mod methods;
 pub mod pod;
 pub mod reconcile;
+pub mod settings;

@@ -20,7 +20,7 @@ use lameduck_api::{
 use crate::{
     controller::attempts::AttemptLog,
     controller::decide::{Action, Ignored, Waiting, decide},
-    controller::reconcile::Settings,
+    controller::settings::Settings,
     powers::{Refusal, refusal},
 };
 

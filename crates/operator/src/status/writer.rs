@@ -21,7 +21,7 @@ use crate::{
     controller::pod::SlimPod,
     controller::{
         books::{Bookkeeping, PendingCounts},
-        reconcile::Settings,
+        settings::Settings,
     },
     events::{EventType, Publisher},
     metrics::Metrics,
