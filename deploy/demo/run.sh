@@ -9,8 +9,16 @@ cd "$root"
 source tests/cluster/lib.sh
 steps=7
 n=0
-step() { n=$((n + 1)); printf '\n\033[1m[%d/%d] %s\033[0m\n' "$n" "$steps" "$*" >&2; }
 started=$(date +%s)
+step_started=$started
+# Minutes and seconds, for people waiting on a first run's long builds.
+since() { local s=$(( $(date +%s) - $1 )); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
+# Each step says how long the one before it took, and how long the run has taken so far.
+step() {
+  [ "$n" -gt 0 ] && printf '    step %d took %s (%s so far)\n' "$n" "$(since "$step_started")" "$(since "$started")" >&2
+  n=$((n + 1)); step_started=$(date +%s)
+  printf '\n\033[1m[%d/%d] %s\033[0m\n' "$n" "$steps" "$*" >&2
+}
 
 step "Debian packages (containerd, runc, CNI plugins, etcd, prometheus ...)"
 bash tests/cluster/install-deps.sh
@@ -22,7 +30,7 @@ step "start the local cluster"
 bash tests/cluster/up.sh
 source tests/cluster/env.sh
 
-step "build lameduck (cargo, release) and import its images"
+step "build lameduck (cargo, release: 6 to 7 minutes the first time) and import its images"
 bash tests/e2e/build-images.sh
 
 ns=lameduck-demo
@@ -68,5 +76,6 @@ for ip in $(kubectl -n lameduck-system get pods -l app.kubernetes.io/name=lamedu
   echo "--- $ip:9090/metrics"
   curl -fsS "http://$ip:9090/metrics" | grep -E '^lameduck_(leader|shutdown_attempts_total|shutdowns_total|stuck_pods|pods_observed)' || true
 done
-log "done in $(( $(date +%s) - started ))s. The cluster keeps running (KUBECONFIG=$KUBECONFIG_PATH);"
+printf '    step %d took %s\n' "$n" "$(since "$step_started")" >&2
+log "done in $(since "$started"). The cluster keeps running (KUBECONFIG=$KUBECONFIG_PATH);"
 log "stop it with: bash tests/cluster/down.sh"

@@ -18,7 +18,8 @@ source "$cluster/lib.sh"
 
 cd "$root"
 log "building release binaries"
-cargo build --release -q -p lameduck-proxy -p lameduck-await -p lameduck-operator -p lameduck-e2e --bins
+# Not quiet: a first release build takes minutes, and cargo's progress shows it is moving.
+cargo build --release -p lameduck-proxy -p lameduck-await -p lameduck-operator -p lameduck-e2e --bins
 out="$LAMEDUCK_CACHE/images/lameduck"
 mkdir -p "$out"
 

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod build;
 pub mod carry;
 pub mod drain;
 pub mod duration;

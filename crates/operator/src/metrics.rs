@@ -1,6 +1,7 @@
 //! Every metric the operator exports, registered in one place under the `lameduck_` prefix.
 //! Labels stay bounded: method, outcome and reason, never a pod or policy name.
 
+use lameduck_api::build;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -62,7 +63,7 @@ fn must<T>(result: prometheus::Result<T>) -> T {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = must(Registry::new_custom(Some("lameduck".to_owned()), None));
+        let registry = must(Registry::new_custom(Some(build::METRICS_NAMESPACE.to_owned()), None));
         let gauge = |name: &str, help: &str| {
             let metric = must(IntGauge::new(name, help));
             must(registry.register(Box::new(metric.clone())));
@@ -83,6 +84,10 @@ impl Metrics {
             must(registry.register(Box::new(metric.clone())));
             metric
         };
+        // `lameduck_build_info`: a constant 1, labelled with what this binary was built from.
+        gauge_vec(build::BUILD_INFO_METRIC, build::BUILD_INFO_HELP, &["version", "revision"])
+            .with_label_values(&[build::VERSION, build::REVISION])
+            .set(1);
         let this = Self {
             pods_observed: gauge(
                 "pods_observed",

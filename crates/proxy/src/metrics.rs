@@ -1,6 +1,7 @@
 //! Every metric the proxy exports, registered in one place. Labels stay bounded: direction,
 //! protocol and status class only.
 
+use lameduck_api::build;
 use prometheus::{
     Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -25,6 +26,8 @@ impl Direction {
 #[derive(Clone, Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
+    /// Metrics named alike on every lameduck program: `lameduck_build_info`.
+    unprefixed: Registry,
     /// Requests received, by direction.
     pub(crate) requests: IntCounterVec,
     /// Responses sent, by direction and status class (`2xx`...).
@@ -55,6 +58,14 @@ fn must<T>(result: prometheus::Result<T>) -> T {
 impl Metrics {
     pub(crate) fn new() -> Self {
         let registry = must(Registry::new_custom(Some("lameduck_proxy".to_owned()), None));
+        // `lameduck_build_info`, named as on every lameduck program, so outside the prefix.
+        let build_info = must(IntGaugeVec::new(
+            Opts::new(build::BUILD_INFO_METRIC, build::BUILD_INFO_HELP).namespace(build::METRICS_NAMESPACE),
+            &["version", "revision"],
+        ));
+        build_info.with_label_values(&[build::VERSION, build::REVISION]).set(1);
+        let unprefixed = must(Registry::new_custom(None, None));
+        must(unprefixed.register(Box::new(build_info)));
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let metric = must(IntCounterVec::new(Opts::new(name, help), labels));
             must(registry.register(Box::new(metric.clone())));
@@ -103,6 +114,7 @@ impl Metrics {
         }
         Self {
             registry,
+            unprefixed,
             requests,
             responses,
             connections,
@@ -120,7 +132,9 @@ impl Metrics {
     pub(crate) fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let mut families = self.registry.gather();
+        families.extend(self.unprefixed.gather());
+        let _ = TextEncoder::new().encode(&families, &mut out);
         out
     }
 }
@@ -191,6 +205,7 @@ mod tests {
             "lameduck_proxy_draining 0",
             "lameduck_proxy_drain_duration_seconds 0",
             "lameduck_proxy_forced_closes_total 1",
+            "lameduck_build_info{revision=\"",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

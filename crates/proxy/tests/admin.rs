@@ -168,3 +168,18 @@ async fn bad_settings_values_are_counted_not_fatal() {
     assert!(proxy.logs().contains("ignoring a settings-file value"), "{}", proxy.logs());
     std::fs::remove_file(&file).unwrap();
 }
+
+#[tokio::test]
+async fn metrics_carry_build_info_and_pass_promtool() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(upstream.addr, &[]).await;
+    assert_eq!(get(proxy.inbound, "/").await.unwrap().0, 200);
+    let metrics = proxy.metrics().await;
+    let build_info = metrics
+        .lines()
+        .find(|l| l.starts_with("lameduck_build_info{"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(build_info.ends_with("} 1"), "{build_info}");
+    assert!(build_info.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))), "{build_info}");
+    promtool_check_metrics(&metrics);
+}

@@ -465,6 +465,27 @@ impl Drop for Prometheus {
     }
 }
 
+/// Fails the test unless `promtool check metrics` finds a live scrape clean: names, types, help
+/// and units as Prometheus's own conventions want them.
+pub fn promtool_check_metrics(exposition: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run promtool: {e}; install Debian's prometheus package"));
+    child.stdin.take().expect("piped").write_all(exposition.as_bytes()).expect("promtool reads its input");
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,3 +536,4 @@ mod tests {
         assert!(pod_targets(&pending).is_empty(), "no IP, no target");
     }
 }
+

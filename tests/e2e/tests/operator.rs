@@ -11,13 +11,14 @@ use k8s_openapi::api::{
 };
 use kube::{Api, ResourceExt, api::ListParams};
 use lameduck_api::{
-    ShutdownMethod, ShutdownPolicy,
+    ShutdownMethod, ShutdownPolicy, build,
     names::{annotations, containers, events, images},
 };
 use lameduck_e2e::{
     OperatorEvent, TestNamespace, container_status, exit_code, finished_at, is_running,
     operator::Operator,
     operator_events, phase,
+    prometheus::promtool_check_metrics,
     workloads::{job, job_complete, job_has, job_pod, proxy_container, shutdown_policy},
 };
 use lameduck_operator::controller::attempts::{AttemptLog, Outcome};
@@ -94,6 +95,11 @@ async fn completes_through(method: ShutdownMethod) {
     let unknown = format!("lameduck_shutdown_attempts_total{{method=\"{method}\",outcome=\"unknown\"}}");
     let calls = operator.metric(&sent).await.unwrap_or(0.0) + operator.metric(&unknown).await.unwrap_or(0.0);
     assert_eq!(calls, 1.0, "{}", operator.metrics().await);
+    let exposition = operator.metrics().await;
+    let build_info =
+        format!("lameduck_build_info{{revision=\"{}\",version=\"{}\"}} 1", build::REVISION, build::VERSION);
+    assert!(exposition.contains(&build_info), "{build_info} missing from {exposition}");
+    promtool_check_metrics(&exposition);
 
     let policies: Api<ShutdownPolicy> = ns.api();
     ns.wait_for(&policies, "jobs", "status.shutdowns.succeeded = 1", MINUTE, |p: Option<&ShutdownPolicy>| {

@@ -556,3 +556,24 @@ fn request_len(bytes: &[u8]) -> Option<usize> {
         .map_or(0, |n| n.trim().parse::<usize>().unwrap_or(0));
     (bytes.len() >= head + length).then_some(head + length)
 }
+
+/// Fails the test unless `promtool check metrics` (Debian's prometheus package, which
+/// `tests/cluster/install-deps.sh` installs) finds the exposition clean.
+pub fn promtool_check_metrics(exposition: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run promtool: {e}; install Debian's prometheus package"));
+    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
