@@ -19,7 +19,7 @@ source "$cluster/lib.sh"
 cd "$root"
 log "building release binaries"
 # Not quiet: a first release build takes minutes, and cargo's progress shows it is moving.
-cargo build --release -p lameduck-proxy -p lameduck-await -p lameduck-operator -p lameduck-e2e --bins
+cargo build --release -p lameduck-proxy -p lameduck-await -p lameduck-operator -p lameduck -p lameduck-e2e --bins
 out="$LAMEDUCK_CACHE/images/lameduck"
 mkdir -p "$out"
 

@@ -174,6 +174,9 @@ pub mod env {
 
 /// Annotation keys: lameduck's own and the Linkerd ones lameduck reads or writes.
 pub mod annotations {
+    /// On the generated CRD: the lameduck release it came from, which `lameduck version
+    /// --cluster` and `lameduck check --cluster` compare with their own.
+    pub const CRD_VERSION: &str = "lameduck.io/version";
     /// The operator's record of shutdown attempts on a pod (JSON), so a restarted operator or a
     /// new leader never repeats an attempt that may have succeeded.
     pub const SHUTDOWN_ATTEMPTS: &str = "lameduck.io/shutdown-attempts";
@@ -297,6 +300,10 @@ pub mod labels {
     pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
     /// The value lameduck uses for [`NAME`] and [`MANAGED_BY`].
     pub const LAMEDUCK: &str = "lameduck";
+    /// `app.kubernetes.io/version`: the chart puts the release's version on the operator.
+    pub const VERSION: &str = "app.kubernetes.io/version";
+    /// The value of [`COMPONENT`] on the chart's operator Deployment and pods.
+    pub const OPERATOR_COMPONENT: &str = "operator";
 }
 
 /// Images built on this machine by `tests/e2e/build-images.sh` (no registry: they are

@@ -399,3 +399,16 @@ impl std::fmt::Display for PolicyId {
         write!(f, "{}/{}", self.namespace, self.name)
     }
 }
+
+/// The ShutdownPolicy CRD as lameduck installs it: the generated schema, marked with the release
+/// it came from (`lameduck.io/version`), so `lameduck version --cluster` can tell what a cluster
+/// runs. `lameduck crds`, the chart's `crds/` and the tests all install this one.
+pub fn shutdown_policy_crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let mut crd = <ShutdownPolicy as kube::CustomResourceExt>::crd();
+    crd.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(crate::names::annotations::CRD_VERSION.to_owned(), crate::build::VERSION.to_owned());
+    crd
+}

@@ -2,9 +2,11 @@
 #![forbid(unsafe_code)]
 
 mod check;
+mod cluster;
 mod crds;
 mod inject;
 mod manifest;
+mod version;
 mod yaml;
 
 use std::{
@@ -14,7 +16,7 @@ use std::{
 };
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use lameduck_api::GoDuration;
 
 /// Exit code when the input cannot be read or parsed (clap uses it for usage errors too).
@@ -28,6 +30,16 @@ const EXIT_FINDINGS: u8 = 1;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The name kubectl finds a plugin by: installed as `kubectl-lameduck`, this CLI runs as
+/// `kubectl lameduck ...`.
+const PLUGIN_BINARY: &str = "kubectl-lameduck";
+
+/// How the user typed this command, for usage and help: `kubectl lameduck` when run as a plugin.
+fn invoked_as(argv0: Option<&std::ffi::OsStr>) -> &'static str {
+    let file = argv0.map(std::path::Path::new).and_then(std::path::Path::file_name);
+    if file.is_some_and(|name| name == PLUGIN_BINARY) { "kubectl lameduck" } else { "lameduck" }
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +65,26 @@ enum Command {
     /// Other objects, and templates already set up this way, are printed as they were written.
     /// Exits 2, printing nothing, when any input cannot be read.
     Inject(InjectArgs),
+    /// Print this CLI's version and, with --cluster, the installed operator's and CRD's.
+    Version(VersionArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct VersionArgs {
+    /// Also read the operator's and the CRD's versions from the cluster (kubeconfig as kubectl).
+    #[arg(long)]
+    cluster: bool,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = VersionOutput::Text)]
+    output: VersionOutput,
+    #[command(flatten)]
+    access: cluster::ClusterArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum VersionOutput {
+    Text,
+    Json,
 }
 
 #[derive(Debug, clap::Args)]
@@ -239,8 +271,26 @@ fn run_inject(args: &InjectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn run_version(args: &VersionArgs) -> anyhow::Result<ExitCode> {
+    let cluster = if args.cluster {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Some(runtime.block_on(async { version::installed(args.access.client().await?).await })?)
+    } else {
+        None
+    };
+    let versions = version::Versions { client: version::Build::this(), cluster };
+    let text = match args.output {
+        VersionOutput::Text => version::render_text(&versions),
+        VersionOutput::Json => format!("{}\n", serde_json::to_string_pretty(&versions)?),
+    };
+    io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let argv0 = std::env::args_os().next();
+    let matches = Cli::command().bin_name(invoked_as(argv0.as_deref())).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     match cli.command {
         Command::Crds { dir: None } => {
             io::stdout().lock().write_all(crds::all().as_bytes())?;
@@ -254,16 +304,57 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Check(args) => run_check(&args),
         Command::Inject(args) => run_inject(&args),
+        Command::Version(args) => run_version(&args),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// The krew manifest template installs the binary kubectl looks for, on every platform.
+    #[test]
+    fn the_krew_template_installs_the_plugin_binary() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/krew/lameduck.yaml");
+        let template = std::fs::read_to_string(&path).unwrap();
+        // Rendered as krew-release-bot would, with a placeholder archive.
+        let tagged = template.replace("{{ .TagName }}", "v0.0.0");
+        let mut rendered = Vec::new();
+        for line in tagged.lines() {
+            if line.trim_start().starts_with("{{addURIAndSha") {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                rendered.push(format!("{indent}uri: https://example.invalid/a.tar.gz"));
+                rendered.push(format!("{indent}sha256: {}", "0".repeat(64)));
+            } else {
+                rendered.push(line.to_owned());
+            }
+        }
+        let rendered = rendered.join("\n");
+        let manifest: serde_json::Value =
+            serde_yaml_ng::from_str(&rendered).unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+        assert_eq!(manifest["metadata"]["name"], "lameduck");
+        let platforms = manifest["spec"]["platforms"].as_array().expect("platforms");
+        assert!(!platforms.is_empty());
+        for platform in platforms {
+            assert_eq!(platform["bin"], PLUGIN_BINARY, "{platform}");
+            assert!(platform["uri"].is_string() && platform["sha256"].is_string(), "{platform}");
+        }
+    }
+
+    #[test]
+    fn installed_as_kubectl_lameduck_it_speaks_as_the_plugin() {
+        use std::ffi::OsStr;
+        assert_eq!(invoked_as(Some(OsStr::new("/usr/local/bin/kubectl-lameduck"))), "kubectl lameduck");
+        assert_eq!(invoked_as(Some(OsStr::new("kubectl-lameduck"))), "kubectl lameduck");
+        assert_eq!(invoked_as(Some(OsStr::new("/usr/bin/lameduck"))), "lameduck");
+        assert_eq!(invoked_as(None), "lameduck");
+        let mut cmd = Cli::command().bin_name(invoked_as(Some(OsStr::new("kubectl-lameduck"))));
+        let help = cmd.render_help().to_string();
+        assert!(help.contains("Usage: kubectl lameduck <COMMAND>"), "{help}");
     }
 }

@@ -17,7 +17,7 @@ use k8s_openapi::api::{
 };
 use kube::{Api, ResourceExt, api::ListParams};
 use lameduck_api::{
-    ShutdownPolicy,
+    ShutdownPolicy, build,
     names::{annotations, containers},
 };
 use lameduck_e2e::{
@@ -54,6 +54,28 @@ async fn operator_metrics(ns: &TestNamespace) -> Vec<String> {
         }
     }
     out
+}
+
+/// Runs `kubectl lameduck ARGS` with the release CLI installed as the plugin `kubectl-lameduck`
+/// (`tests/e2e/build-images.sh` builds it), and parses its JSON output.
+fn kubectl_lameduck(args: &[&str]) -> serde_json::Value {
+    let cli = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/lameduck");
+    let plugins = std::env::temp_dir().join(format!("lameduck-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&plugins).unwrap();
+    let plugin = plugins.join("kubectl-lameduck");
+    let _ = std::fs::remove_file(&plugin);
+    std::os::unix::fs::symlink(&cli, &plugin).unwrap();
+    let path = format!("{}:{}", plugins.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("kubectl")
+        .arg("lameduck")
+        .args(args)
+        .env("PATH", path)
+        .output()
+        .expect("kubectl on PATH");
+    let _ = std::fs::remove_dir_all(&plugins);
+    assert!(out.status.success(), "kubectl lameduck {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[tokio::test]
@@ -103,6 +125,16 @@ async fn helm_install_gives_a_ready_operator_that_finishes_jobs_and_prometheus_s
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(system.client.clone());
     let bundle = mutating.get(&fullname).await.unwrap().webhooks.unwrap()[0].client_config.ca_bundle.clone();
     assert!(bundle.is_some_and(|b| !b.0.is_empty()), "caBundle not patched");
+
+    // The CLI as a kubectl plugin reads what the chart installed.
+    let versions = kubectl_lameduck(&["version", "--cluster", "-o", "json"]);
+    assert_eq!(versions["client"]["version"], build::VERSION, "{versions}");
+    let ours = versions["cluster"]["operators"]
+        .as_array()
+        .and_then(|ops| ops.iter().find(|op| op["namespace"] == system.name.as_str()).cloned())
+        .unwrap_or_else(|| panic!("no operator in {} in {versions}", system.name));
+    assert_eq!((&ours["version"], &ours["readyReplicas"]), (&json!(build::VERSION), &json!(2)), "{versions}");
+    assert_eq!(versions["cluster"]["crd"]["version"], build::VERSION, "{versions}");
 
     let prometheus = Prometheus::start(&system.name, &[&system.name]).await;
     prometheus

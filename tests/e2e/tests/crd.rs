@@ -7,18 +7,18 @@ use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
-    Api, CustomResourceExt, ResourceExt,
+    Api, ResourceExt,
     api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams},
     runtime::{conditions, wait::await_condition},
 };
-use lameduck_api::ShutdownPolicy;
+use lameduck_api::{ShutdownPolicy, policy::shutdown_policy_crd};
 use lameduck_e2e::{TestNamespace, client};
 use serde_json::{Value, json};
 
 /// Installs (or updates) the CRD the way `lameduck crds | kubectl apply` would, and waits for it.
 async fn install_crd() {
     let crds: Api<CustomResourceDefinition> = Api::all(client().await);
-    let crd = ShutdownPolicy::crd();
+    let crd = shutdown_policy_crd();
     let name = crd.name_any();
     crds.patch(&name, &PatchParams::apply("lameduck-e2e").force(), &Patch::Apply(&crd))
         .await
