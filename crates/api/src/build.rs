@@ -21,7 +21,8 @@ mod tests {
     #[test]
     fn the_revision_is_a_short_hash_or_unknown() {
         assert!(
-            REVISION == "unknown" || (REVISION.len() == 12 && REVISION.bytes().all(|b| b.is_ascii_hexdigit())),
+            REVISION == "unknown"
+                || (REVISION.len() == 12 && REVISION.bytes().all(|b| b.is_ascii_hexdigit())),
             "{REVISION}"
         );
         assert!(!VERSION.is_empty());

@@ -97,6 +97,8 @@ pub mod env {
     pub const OPERATOR_DEFAULT_PROFILE: &str = "LAMEDUCK_OPERATOR_DEFAULT_PROFILE";
     /// `lameduck-operator --dry-run`.
     pub const OPERATOR_DRY_RUN: &str = "LAMEDUCK_OPERATOR_DRY_RUN";
+    /// `lameduck-operator --upgrade-crd`: apply its own ShutdownPolicy CRD at start.
+    pub const OPERATOR_UPGRADE_CRD: &str = "LAMEDUCK_OPERATOR_UPGRADE_CRD";
     /// `lameduck-operator --admin-addr`.
     pub const OPERATOR_ADMIN_ADDR: &str = "LAMEDUCK_OPERATOR_ADMIN_ADDR";
     /// `lameduck-operator --ephemeral-image`.

@@ -32,6 +32,10 @@ pub struct Cli {
     /// Observe and report (events, metrics, status) without shutting any proxy down.
     #[arg(long, env = env::OPERATOR_DRY_RUN)]
     pub dry_run: bool,
+    /// At start, apply this release's ShutdownPolicy CRD unless the installed one is from a newer
+    /// release (Helm never upgrades a chart's CRDs). Needs `get` and `patch` on that CRD.
+    #[arg(long, env = env::OPERATOR_UPGRADE_CRD)]
+    pub upgrade_crd: bool,
     /// `/live`, `/ready` and `/metrics`.
     #[arg(long, env = env::OPERATOR_ADMIN_ADDR, default_value = "0.0.0.0:9090", value_name = "ADDR")]
     pub admin_addr: String,
@@ -133,6 +137,7 @@ pub struct Config {
     pub namespaces: Vec<String>,
     pub default: Fallback,
     pub dry_run: bool,
+    pub upgrade_crd: bool,
     pub admin_addr: SocketAddr,
     pub ephemeral_image: String,
     pub limits: Limits,
@@ -330,6 +335,7 @@ impl Cli {
                 }
             },
             dry_run: self.dry_run,
+            upgrade_crd: self.upgrade_crd,
             admin_addr,
             ephemeral_image: self.ephemeral_image.clone(),
             limits: Limits {

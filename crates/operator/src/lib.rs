@@ -48,6 +48,7 @@ pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod controller;
+pub mod crd;
 pub mod events;
 pub mod leader;
 pub mod metrics;

@@ -26,7 +26,7 @@ use kube::{
         watcher,
     },
 };
-use lameduck_api::{ShutdownPolicy, names::env};
+use lameduck_api::{ShutdownPolicy, build, names::env};
 use lameduck_operator::{
     admin,
     audit::pod::AdmittedPod,
@@ -38,6 +38,7 @@ use lameduck_operator::{
         reconcile::{Context, error_policy, reconcile},
         settings::Settings,
     },
+    crd::Plan,
     events::Publisher,
     leader,
     metrics::Metrics,
@@ -157,6 +158,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = watch::channel(false);
     tokio::spawn(admin::serve(listener, ready_rx, metrics.clone()));
 
+    if config.upgrade_crd {
+        // Before the watches, so they see this release's schema.
+        match lameduck_operator::crd::upgrade(client.clone()).await {
+            Ok(Plan::Apply { from }) => tracing::info!(
+                from = from.as_deref().unwrap_or("unversioned"),
+                to = build::VERSION,
+                "applied this release's ShutdownPolicy CRD"
+            ),
+            Ok(Plan::Newer { installed }) => tracing::warn!(%installed, ours = build::VERSION,
+                "the ShutdownPolicy CRD comes from a newer release; left as it is"),
+            Ok(Plan::Missing) => tracing::warn!(
+                "no ShutdownPolicy CRD: install it with the chart or `lameduck crds | kubectl apply -f -`"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot upgrade the ShutdownPolicy CRD (--upgrade-crd); running with the installed one")
+            }
+        }
+    }
     let election = leader::join(client.clone(), &config.lease, metrics.clone()).await.with_context(|| {
         format!("leader election on Lease {}/{}", config.lease.namespace, config.lease.name)
     })?;

@@ -549,3 +549,28 @@ fn lint_is_clean_and_the_chart_ships_the_generated_crds() {
         );
     }
 }
+
+#[test]
+fn the_operator_may_upgrade_its_own_crd_and_no_other() {
+    let objects = render(&[], &[]);
+    let role = find(&objects, "ClusterRole", "ld-lameduck-crd").expect("the CRD ClusterRole");
+    assert_eq!(
+        grants(role),
+        BTreeSet::from([
+            "customresourcedefinitions/get".to_owned(),
+            "customresourcedefinitions/patch".to_owned()
+        ])
+    );
+    for rule in role["rules"].as_sequence().unwrap() {
+        assert_eq!(strings(&rule["resourceNames"]), ["shutdownpolicies.lameduck.io"], "{rule:?}");
+    }
+    assert_eq!(bound_accounts(&objects, "ld-lameduck-crd"), ["lameduck/ld-lameduck"]);
+    let args = operator_args(&objects);
+    assert!(args.iter().any(|a| a == "--upgrade-crd"), "{args:?}");
+
+    let objects = render(&["crds.upgrade=false"], &[]);
+    assert!(find(&objects, "ClusterRole", "ld-lameduck-crd").is_none());
+    assert!(roles_granting(&objects, "customresourcedefinitions", "patch").is_empty());
+    let args = operator_args(&objects);
+    assert!(!args.iter().any(|a| a == "--upgrade-crd"), "{args:?}");
+}

@@ -1,0 +1,210 @@
+//! `helm upgrade` from the chart of the previous release to this one, on the local cluster. Helm
+//! installs a chart's `crds/` once and never upgrades them, so the chart's operator applies its
+//! own CRD at start (`crds.upgrade`, `--upgrade-crd`). Asserted as a user would see it: under the
+//! previous release's CRD a new field is pruned; after the upgrade the CRD is this release's,
+//! the new field is served, and the policy made before the upgrade is kept and still acted on.
+//!
+//! This test puts the previous release's CRD on the cluster for its duration and this release's
+//! back at the end, so it must not run beside tests that use new fields (`cargo test` runs test
+//! files one after another).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::batch::v1::Job, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+};
+use lameduck_api::{
+    ShutdownPolicy, build,
+    names::{annotations, containers},
+    policy::shutdown_policy_crd,
+};
+use lameduck_e2e::{
+    TestNamespace, exit_code,
+    workloads::{job, job_complete, job_pod, proxy_container},
+};
+use serde_json::json;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The main branch as the previous submission landed it (issue 14): its CRD has no
+/// `spec.sidecars`, which this release adds.
+const PREVIOUS_RELEASE: &str = "45c23ac";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(program: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The previous release's chart, extracted from git into `dir`.
+fn previous_chart(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let archive = dir.join("chart.tar");
+    run("git", &["archive", "--output", archive.to_str().unwrap(), PREVIOUS_RELEASE, "deploy/lameduck"]);
+    run("tar", &["-xf", archive.to_str().unwrap(), "-C", dir.to_str().unwrap()]);
+    dir.join("deploy/lameduck")
+}
+
+/// Puts `crd` on the cluster whole (a replace, so no field of another manager survives) and waits
+/// until the API server serves it.
+async fn put_crd(crds: &Api<CustomResourceDefinition>, mut crd: CustomResourceDefinition) {
+    let name = crd.name_any();
+    let current = crds.get(&name).await.unwrap();
+    crd.metadata.resource_version = current.resource_version();
+    crds.replace(&name, &PostParams::default(), &crd).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Whether the installed CRD's schema has `spec.sidecars`.
+fn has_sidecars(crd: &CustomResourceDefinition) -> bool {
+    crd.spec.versions.iter().any(|v| {
+        v.schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .and_then(|s| s.properties.as_ref())
+            .and_then(|p| p.get("spec"))
+            .and_then(|s| s.properties.as_ref())
+            .is_some_and(|p| p.contains_key("sidecars"))
+    })
+}
+
+/// A policy in the new shape: the proxy given as an entry of `spec.sidecars`.
+fn sidecars_policy(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "lameduck.io/v1alpha1",
+        "kind": "ShutdownPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"policy": name}},
+            "sidecars": [{"profile": "Lameduck", "methods": ["PortForward"]}],
+        },
+    })
+}
+
+/// A meshed Job whose pods a policy selects by the label `policy`, its proxy's `/shutdown` on.
+fn labelled_job(name: &str, policy: &str) -> serde_json::Value {
+    let mut proxy = proxy_container(false);
+    proxy["args"] = json!(["--inbound-target", "127.0.0.1:8080", "--enable-shutdown-endpoint"]);
+    let mut manifest = job(name, 2, json!({"containers": [proxy]}));
+    manifest["spec"]["template"]["metadata"] = json!({"labels": {"policy": policy}});
+    manifest
+}
+
+/// Runs a labelled Job to completion: the operator stopped its proxy, which exited 0.
+async fn completes(work: &TestNamespace, name: &str, policy: &str) {
+    let _: Job = work.create(labelled_job(name, policy)).await;
+    let jobs: Api<Job> = work.api();
+    work.wait_for(&jobs, name, "the Job to complete", 2 * MINUTE, |j: Option<&Job>| job_complete(j)).await;
+    let pod = job_pod(work, name).await;
+    assert_eq!(exit_code(&pod, containers::LAMEDUCK_PROXY), Some(0), "{name}: the proxy exits 0");
+}
+
+#[tokio::test]
+async fn helm_upgrade_from_the_previous_release_upgrades_the_crd_and_keeps_policies() {
+    let system = TestNamespace::new("upgrade").await;
+    let work = TestNamespace::new("upgrade-jobs").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(system.client.clone());
+    let scratch = std::env::temp_dir().join(format!("lameduck-upgrade-{}", std::process::id()));
+    let old_chart = previous_chart(&scratch);
+
+    // The cluster as the previous release left it: its CRD, as its chart's crds/ holds it.
+    let old_crd: CustomResourceDefinition = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(old_chart.join("crds/shutdownpolicies.lameduck.io.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert!(!has_sidecars(&old_crd), "{PREVIOUS_RELEASE}'s CRD already has spec.sidecars");
+    put_crd(&crds, old_crd).await;
+
+    let release = system.name.clone();
+    let values = [
+        "--namespace",
+        &system.name,
+        "--set",
+        "rbac.scope=namespaces",
+        "--set",
+        &format!("watchNamespaces={{{}}}", work.name),
+        "--set",
+        "operator.logFormat=plain",
+        "--wait",
+        "--timeout",
+        "3m",
+    ];
+    let old = old_chart.display().to_string();
+    run("helm", &[&["install", &release, &old][..], &values].concat());
+
+    // Under the old schema: a policy made now is acted on, and a new field is pruned.
+    let before: ShutdownPolicy = work
+        .create(json!({
+            "apiVersion": "lameduck.io/v1alpha1",
+            "kind": "ShutdownPolicy",
+            "metadata": {"name": "before"},
+            "spec": {"selector": {"matchLabels": {"policy": "before"}}, "proxy": {"profile": "Lameduck"},
+                     "completion": {"methods": ["PortForward"]}},
+        }))
+        .await;
+    let pruned: ShutdownPolicy = work.create(sidecars_policy("pruned")).await;
+    assert!(pruned.spec.sidecars.is_empty(), "the previous CRD does not serve spec.sidecars");
+    completes(&work, "old-operator", "before").await;
+
+    let current = repo().join("deploy/lameduck").display().to_string();
+    let started = Instant::now();
+    run("helm", &[&["upgrade", &release, &current][..], &values].concat());
+    println!("helm upgrade --wait: {:.1}s", started.elapsed().as_secs_f64());
+
+    // The new operator applied this release's CRD.
+    let deadline = Instant::now() + MINUTE;
+    loop {
+        let crd = crds.get(&shutdown_policy_crd().name_any()).await.unwrap();
+        let version = crd.annotations().get(annotations::CRD_VERSION).cloned();
+        if version.as_deref() == Some(build::VERSION) && has_sidecars(&crd) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the CRD was not upgraded: version {version:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // New fields are served; the old policy is kept, unchanged, and still acted on.
+    let served: ShutdownPolicy = work.create(sidecars_policy("after")).await;
+    assert_eq!(served.spec.sidecars.len(), 1, "spec.sidecars is served after the upgrade");
+    let policies: Api<ShutdownPolicy> = work.api();
+    let kept = policies.get("before").await.expect("the policy made before the upgrade is kept");
+    assert_eq!(kept.uid(), before.uid());
+    assert_eq!(serde_json::to_value(&kept.spec).unwrap(), serde_json::to_value(&before.spec).unwrap());
+    completes(&work, "kept-policy", "before").await;
+    completes(&work, "new-policy", "after").await;
+
+    run("helm", &["uninstall", &release, "--namespace", &system.name, "--wait"]);
+    // This release's CRD, as the other tests expect it.
+    crds.patch(
+        &shutdown_policy_crd().name_any(),
+        &PatchParams::apply("lameduck-e2e").force(),
+        &Patch::Apply(&shutdown_policy_crd()),
+    )
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&scratch);
+    work.finish().await;
+    system.finish().await;
+}
