@@ -4,5 +4,9 @@
 //! outside the grammar is refused here rather than guessed at.
 
 pub mod body;
+#[cfg(any(test, fuzzing))]
+pub mod differential;
 pub mod head;
 pub mod hop_by_hop;
+#[cfg(any(test, fuzzing))]
+pub mod reference;

@@ -50,7 +50,7 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String) {
 /// Requests whose framing a next hop could read differently, each with what is wrong with it.
 /// The last two go to hyper's general server if they pass (HTTP/1.0, `Expect`): they are checked
 /// the same way first.
-const MALFORMED_REQUESTS: [(&str, &str); 25] = [
+const MALFORMED_REQUESTS: [(&str, &str); 27] = [
     (
         "chunk size 0x5",
         "POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
@@ -119,6 +119,11 @@ const MALFORMED_REQUESTS: [(&str, &str); 25] = [
         "POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
     ),
     ("a NUL in a header value", "GET / HTTP/1.1\r\nHost: app\r\nX-A: a\0b\r\n\r\n"),
+    (
+        "Content-Length named in Connection",
+        "POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nConnection: content-length\r\n\r\nhello",
+    ),
+    ("obs-text in the request target", "GET /caf\u{e9} HTTP/1.1\r\nHost: app\r\n\r\n"),
     (
         "Transfer-Encoding in HTTP/1.0",
         "POST / HTTP/1.0\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
@@ -192,7 +197,7 @@ async fn a_malformed_chunk_after_the_body_started_ends_the_app_connection_mid_me
 }
 
 /// App answers the relay must not pass on, each with what is wrong with it.
-const MALFORMED_RESPONSES: [(&str, &[u8]); 7] = [
+const MALFORMED_RESPONSES: [(&str, &[u8]); 9] = [
     ("head lines ended by a bare LF", b"HTTP/1.1 200 OK\ncontent-length: 2\n\nok"),
     (
         "Transfer-Encoding with Content-Length",
@@ -206,6 +211,11 @@ const MALFORMED_RESPONSES: [(&str, &[u8]); 7] = [
     ),
     ("folded header", b"HTTP/1.1 200 OK\r\nx-a: 1\r\n folded\r\ncontent-length: 2\r\n\r\nok"),
     ("whitespace before a header's colon", b"HTTP/1.1 200 OK\r\ncontent-length : 2\r\n\r\nok"),
+    (
+        "Content-Length named in Connection",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: content-length\r\n\r\nok",
+    ),
+    ("status code below 100", b"HTTP/1.0 002 x\r\ncontent-length: 2\r\n\r\nok"),
 ];
 
 #[tokio::test]

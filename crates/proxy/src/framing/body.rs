@@ -280,7 +280,10 @@ fn step(state: State, byte: u8) -> Result<State, ChunkedError> {
             _ => return fail("chunk data not followed by CRLF"),
         },
         State::Trailers { at, total } => {
-            if total == MAX_TRAILERS {
+            // The CRLF that ends the body is not part of the trailer section (RFC 9112 section
+            // 7.1.2), so it does not count against the limit.
+            let counted = !matches!((at, byte), (Trailer::LineStart, b'\r') | (Trailer::End, _));
+            if counted && total == MAX_TRAILERS {
                 return fail("trailers too long");
             }
             let next = match (at, byte) {
@@ -297,7 +300,7 @@ fn step(state: State, byte: u8) -> Result<State, ChunkedError> {
                 (Trailer::LineEnd, b'\n') => Trailer::LineStart,
                 (Trailer::LineEnd, _) => return fail("trailer line not ended by CRLF"),
             };
-            State::Trailers { at: next, total: total + 1 }
+            State::Trailers { at: next, total: total + usize::from(counted) }
         }
     })
 }

@@ -138,6 +138,14 @@ fn has_bare_lf(head: &[u8]) -> bool {
     false
 }
 
+/// Fields that frame a message or name its target: never hop-by-hop.
+const FRAMING_FIELDS: [&str; 3] = ["content-length", "transfer-encoding", "host"];
+
+/// The elements of a `#list` (RFC 9110 section 5.6.1), trimmed, empty ones dropped.
+fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|element| !element.is_empty())
+}
+
 /// What the framing headers of one message say, checked as they are read.
 #[derive(Default)]
 struct FramingHeaders<'a> {
@@ -162,6 +170,9 @@ impl<'a> FramingHeaders<'a> {
             }
             self.length = Some(content_length(header.value).ok_or("invalid content-length")?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if !header.value.is_ascii() {
+                return Err("invalid transfer-encoding");
+            }
             self.encoded = true;
             // A list (RFC 9110 section 5.6.1): empty elements are ignored.
             for coding in header.value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty())
@@ -174,6 +185,14 @@ impl<'a> FramingHeaders<'a> {
             }
             self.chunked_only = self.chunked_last && self.codings == 1;
         } else if name.eq_ignore_ascii_case("connection") {
+            // A hop-by-hop name is dropped from the head written on; a framing field dropped
+            // that way would leave the next hop framing the body differently (RFC 9110 section
+            // 7.6.1 lets no sender list these).
+            if list_elements(header.value).any(|option| {
+                FRAMING_FIELDS.iter().any(|field| option.eq_ignore_ascii_case(field.as_bytes()))
+            }) {
+                return Err("connection names a framing field");
+            }
             self.options.add(header.value);
         }
         Ok(())
@@ -196,10 +215,18 @@ impl<'a> FramingHeaders<'a> {
 /// the app into `out` (cleared first). Every request is checked here, whichever path then serves
 /// it, so hyper's general server only ever sees heads the relay would have accepted.
 pub fn request(buf: &[u8], out: &mut Vec<u8>) -> RequestPlan {
+    // httparse skips empty lines before the request line (RFC 9112 section 2.2 lets a server);
+    // this relay does not, and a bare LF is refused as soon as it arrives.
+    if buf.starts_with(b"\r") || buf.starts_with(b"\n") {
+        return RequestPlan::Reject(400, "empty line before the request line");
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if has_bare_lf(buf) => {
+            return RequestPlan::Reject(400, "request head lines must end with CRLF");
+        }
         Ok(httparse::Status::Partial) => return RequestPlan::Partial,
         Err(httparse::Error::TooManyHeaders) => return RequestPlan::Reject(431, "too many headers"),
         Err(_) => return RequestPlan::Reject(400, "malformed request head"),
@@ -209,6 +236,13 @@ pub fn request(buf: &[u8], out: &mut Vec<u8>) -> RequestPlan {
     };
     if has_bare_lf(&buf[..len]) {
         return RequestPlan::Reject(400, "request head lines must end with CRLF");
+    }
+    if len > MAX_HEAD_BYTES {
+        return RequestPlan::Reject(431, "request head too large");
+    }
+    // Visible ASCII only (httparse also takes obs-text): every form of request-target is.
+    if !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return RequestPlan::Reject(400, "invalid byte in the request target");
     }
     let mut framing = FramingHeaders::default();
     let mut hosts = 0;
@@ -278,10 +312,16 @@ fn replayable(method: &str) -> bool {
 /// Parses the app's response head and writes the head for the client into `out` (cleared first).
 /// `close_client`: the client connection closes after this exchange whatever the app says.
 pub fn response(buf: &[u8], is_head: bool, close_client: bool, out: &mut Vec<u8>) -> ResponsePlan {
+    if buf.starts_with(b"\r") || buf.starts_with(b"\n") {
+        return ResponsePlan::Invalid("empty line before the status line");
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if has_bare_lf(buf) => {
+            return ResponsePlan::Invalid("response head lines must end with CRLF");
+        }
         Ok(httparse::Status::Partial) => return ResponsePlan::Partial,
         Err(_) => return ResponsePlan::Invalid("malformed response head"),
     };
@@ -290,6 +330,13 @@ pub fn response(buf: &[u8], is_head: bool, close_client: bool, out: &mut Vec<u8>
     };
     if has_bare_lf(&buf[..len]) {
         return ResponsePlan::Invalid("response head lines must end with CRLF");
+    }
+    if len > MAX_HEAD_BYTES {
+        return ResponsePlan::Invalid("response head too large");
+    }
+    // RFC 9110 section 15: a status code is 100 to 599.
+    if !(100..600).contains(&status) {
+        return ResponsePlan::Invalid("status code outside 100 to 599");
     }
     if status == 101 {
         return ResponsePlan::Invalid("unexpected 101 Switching Protocols");
@@ -488,6 +535,43 @@ mod tests {
             ),
         ] {
             assert_eq!(plan(raw).0, RequestPlan::Reject(400, why), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn what_a_next_hop_would_frame_differently_after_the_rewrite_is_rejected() {
+        for (raw, why) in [
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: content-length\r\n\r\n",
+                "connection names a framing field",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: x\r\nConnection: close, Host\r\n\r\n",
+                "connection names a framing field",
+            ),
+            ("\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", "empty line before the request line"),
+            ("\n", "empty line before the request line"),
+            ("GET /caf\u{e9} HTTP/1.1\r\nHost: x\r\n\r\n", "invalid byte in the request target"),
+            ("GET / HTTP/1.1\r\nHost: x\r\nX: 1\n", "request head lines must end with CRLF"),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \u{e9}, chunked\r\n\r\n",
+                "invalid transfer-encoding",
+            ),
+        ] {
+            assert_eq!(plan(raw).0, RequestPlan::Reject(400, why), "{raw:?}");
+        }
+        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD_BYTES));
+        assert_eq!(plan(&big).0, RequestPlan::Reject(431, "request head too large"));
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: content-length\r\n\r\n",
+            "\r\nHTTP/1.1 200 OK\r\n\r\n",
+            "HTTP/1.0 002 x\r\n\r\n",
+            "HTTP/1.1 600 x\r\n\r\n",
+        ] {
+            assert!(
+                matches!(response(raw.as_bytes(), false, false, &mut Vec::new()), ResponsePlan::Invalid(_)),
+                "{raw:?}"
+            );
         }
     }
 
