@@ -146,6 +146,26 @@ fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|element| !element.is_empty())
 }
 
+/// The first line of `buf`, without its CRLF, once it has arrived whole.
+fn first_line(buf: &[u8]) -> Option<&[u8]> {
+    let end = buf.iter().position(|b| *b == b'\n')?;
+    Some(buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]))
+}
+
+/// Whether a request line's target (between its two spaces) is visible ASCII only: every form
+/// of request-target is, and httparse also takes obs-text.
+fn valid_target(line: &[u8]) -> bool {
+    line.split(|b| *b == b' ').nth(1).is_some_and(|target| target.iter().all(u8::is_ascii_graphic))
+}
+
+/// Whether a status line's code, once its three digits have arrived, is outside 100 to 599 (RFC
+/// 9110 section 15).
+fn status_out_of_range(buf: &[u8]) -> bool {
+    let code = buf.get(9..12).filter(|_| buf.starts_with(b"HTTP/1."));
+    code.and_then(|digits| std::str::from_utf8(digits).ok()?.parse::<u16>().ok())
+        .is_some_and(|status| !(100..600).contains(&status))
+}
+
 /// What the framing headers of one message say, checked as they are read.
 #[derive(Default)]
 struct FramingHeaders<'a> {
@@ -185,6 +205,9 @@ impl<'a> FramingHeaders<'a> {
             }
             self.chunked_only = self.chunked_last && self.codings == 1;
         } else if name.eq_ignore_ascii_case("connection") {
+            if !header.value.is_ascii() {
+                return Err("invalid connection header");
+            }
             // A hop-by-hop name is dropped from the head written on; a framing field dropped
             // that way would leave the next hop framing the body differently (RFC 9110 section
             // 7.6.1 lets no sender list these).
@@ -227,6 +250,10 @@ pub fn request(buf: &[u8], out: &mut Vec<u8>) -> RequestPlan {
         Ok(httparse::Status::Partial) if has_bare_lf(buf) => {
             return RequestPlan::Reject(400, "request head lines must end with CRLF");
         }
+        // A request line already whole is judged now, not when the head is.
+        Ok(httparse::Status::Partial) if first_line(buf).is_some_and(|line| !valid_target(line)) => {
+            return RequestPlan::Reject(400, "invalid byte in the request target");
+        }
         Ok(httparse::Status::Partial) => return RequestPlan::Partial,
         Err(httparse::Error::TooManyHeaders) => return RequestPlan::Reject(431, "too many headers"),
         Err(_) => return RequestPlan::Reject(400, "malformed request head"),
@@ -240,7 +267,6 @@ pub fn request(buf: &[u8], out: &mut Vec<u8>) -> RequestPlan {
     if len > MAX_HEAD_BYTES {
         return RequestPlan::Reject(431, "request head too large");
     }
-    // Visible ASCII only (httparse also takes obs-text): every form of request-target is.
     if !path.bytes().all(|b| b.is_ascii_graphic()) {
         return RequestPlan::Reject(400, "invalid byte in the request target");
     }
@@ -321,6 +347,9 @@ pub fn response(buf: &[u8], is_head: bool, close_client: bool, out: &mut Vec<u8>
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if has_bare_lf(buf) => {
             return ResponsePlan::Invalid("response head lines must end with CRLF");
+        }
+        Ok(httparse::Status::Partial) if status_out_of_range(buf) => {
+            return ResponsePlan::Invalid("status code outside 100 to 599");
         }
         Ok(httparse::Status::Partial) => return ResponsePlan::Partial,
         Err(_) => return ResponsePlan::Invalid("malformed response head"),

@@ -642,7 +642,11 @@ fn read_fields(fields: &[Field<'_>], http10: bool, is_request: bool) -> Result<F
                 return Err(rule(field, "Transfer-Encoding's final coding is not chunked"));
             }
         } else if field.is("connection") {
-            // Connection = #connection-option (RFC 9110 section 7.6.1).
+            // Connection = #connection-option (RFC 9110 section 7.6.1): tokens, so ASCII; the
+            // relay refuses a value it could not hand on as text.
+            if !field.value.is_ascii() {
+                return Err(rule(field, "Connection is not ASCII"));
+            }
             for option in list_elements(field.value) {
                 // A hop-by-hop option is dropped from the head written on: naming a field that
                 // frames the message (or Host) would change the next hop's framing.
