@@ -24,7 +24,8 @@ step "Debian packages (containerd, runc, CNI plugins, etcd, prometheus ...)"
 bash tests/cluster/install-deps.sh
 
 step "Kubernetes $K8S_VERSION and helm $HELM_VERSION (built from Go modules once, ~10 min; then cached)"
-bash tests/cluster/build.sh
+# The cluster and helm only: the Prometheus builds are for the e2e suite.
+bash tests/cluster/build.sh kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd helm
 
 step "start the local cluster"
 bash tests/cluster/up.sh

@@ -11,14 +11,21 @@ modver() {
 }
 K8S_VERSION="$(modver "$CLUSTER_SRC_DIR/go.mod" k8s.io/kubernetes)"
 HELM_VERSION="$(modver "$CLUSTER_SRC_DIR/helm/go.mod" helm.sh/helm/v3)"
-if [ -z "$K8S_VERSION" ] || [ -z "$HELM_VERSION" ]; then
-  echo "lib.sh: cannot read the k8s.io/kubernetes or helm version from go.mod" >&2
+# Prometheus 3.x publishes its Go module as v0.3MM.P for release v3.MM.P.
+PROMETHEUS_MODULE_VERSION="$(modver "$CLUSTER_SRC_DIR/prometheus/go.mod" github.com/prometheus/prometheus)"
+PROMETHEUS_VERSION="$(echo "$PROMETHEUS_MODULE_VERSION" |
+  awk -F. '/^v0\.[1-9][0-9][0-9]\.[0-9]+$/ {printf "v%d.%d.%s", int($2 / 100), $2 % 100, $3}')"
+PROMETHEUS_OPERATOR_VERSION="$(modver "$CLUSTER_SRC_DIR/prometheus/go.mod" github.com/prometheus-operator/prometheus-operator)"
+if [ -z "$K8S_VERSION" ] || [ -z "$HELM_VERSION" ] || [ -z "$PROMETHEUS_VERSION" ] || [ -z "$PROMETHEUS_OPERATOR_VERSION" ]; then
+  echo "lib.sh: cannot read the k8s.io/kubernetes, helm, Prometheus or Prometheus Operator version from the go.mod files" >&2
   exit 1
 fi
 
 LAMEDUCK_CACHE="${LAMEDUCK_CACHE:-$HOME/.cache/lameduck}"
 K8S_BIN_DIR="$LAMEDUCK_CACHE/k8s-$K8S_VERSION/bin"
 HELM_BIN_DIR="$LAMEDUCK_CACHE/helm-$HELM_VERSION/bin"
+PROMETHEUS_BIN_DIR="$LAMEDUCK_CACHE/prometheus-$PROMETHEUS_VERSION/bin"
+PROMETHEUS_OPERATOR_BIN_DIR="$LAMEDUCK_CACHE/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION/bin"
 
 CLUSTER_DIR="${LAMEDUCK_CLUSTER_DIR:-/var/tmp/lameduck-cluster}"
 PKI_DIR="$CLUSTER_DIR/pki"
@@ -49,6 +56,9 @@ LOCAL_STORAGE_ISOLATION="${LAMEDUCK_LOCAL_STORAGE_ISOLATION:-true}"
 
 PAUSE_IMAGE="localhost/lameduck/pause:3.10"
 BUSYBOX_IMAGE="localhost/lameduck/busybox:test"
+# Tagged with the upstream release they are built from, so a version bump is a new image.
+PROMETHEUS_IMAGE="localhost/lameduck/prometheus:$PROMETHEUS_VERSION"
+CONFIG_RELOADER_IMAGE="localhost/lameduck/prometheus-config-reloader:$PROMETHEUS_OPERATOR_VERSION"
 
 # Debian packages the cluster needs (command -> package).
 declare -A DEB_FOR_CMD=(
@@ -107,15 +117,15 @@ preflight() {
   fi
 }
 
-# need_go : a Go new enough for go.mod (k8s) and helm/go.mod.
+# need_go : a Go new enough for every go.mod here (the highest `go` line wins).
 need_go() {
   local want v
-  want=$(awk '$1 == "go" {print $2}' "$CLUSTER_SRC_DIR/helm/go.mod")
+  want=$(awk '$1 == "go" {print $2}' "$CLUSTER_SRC_DIR"/go.mod "$CLUSTER_SRC_DIR"/*/go.mod | sort -V | tail -n1)
   command -v go >/dev/null 2>&1 ||
     die "missing go >= $want: Debian's golang-go (1.19) is too old; this machine kind ships Go in /usr/local/go"
   v=$(go env GOVERSION); v=${v#go}
   if [ "$(printf '%s\n%s\n' "$want" "$v" | sort -V | head -n1)" != "$want" ]; then
-    die "go $v is older than $want (needed by helm $HELM_VERSION)"
+    die "go $v is older than $want (the highest go line of $CLUSTER_SRC_DIR/*/go.mod)"
   fi
 }
 

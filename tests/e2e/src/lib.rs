@@ -19,6 +19,7 @@ use serde_json::json;
 
 pub mod operator;
 pub mod prometheus;
+pub mod prometheus_operator;
 pub mod webhook;
 pub mod workloads;
 

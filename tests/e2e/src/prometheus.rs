@@ -9,6 +9,10 @@
 //! So the harness discovers the pods itself and hands them to Prometheus through file-based
 //! discovery, labelled as the Kubernetes pod role labels them (`__meta_kubernetes_pod_*`): the
 //! relabelling below is the one a Prometheus with `kubernetes_sd_configs: [{role: pod}]` uses.
+//!
+//! [`PrometheusApi`] is the client of Prometheus' HTTP API that this harness and the one for the
+//! Prometheus Operator (`crate::prometheus_operator`, upstream Prometheus with Kubernetes
+//! discovery) share.
 
 use std::{
     collections::BTreeMap,
@@ -48,31 +52,39 @@ fn binary() -> PathBuf {
     if debian.exists() { debian } else { PathBuf::from("prometheus") }
 }
 
-/// The scrape job: pods annotated `prometheus.io/scrape: "true"`, at `prometheus.io/port` and
+/// The relabelling of the usual annotation-based pod scrape job (upstream's example
+/// `kubernetes-pods`): pods annotated `prometheus.io/scrape: "true"`, at `prometheus.io/port` and
 /// `prometheus.io/path` (and `prometheus.io/scheme`), labelled with namespace, pod and container.
-/// Targets come from `targets_file`, written by [`discover`].
-fn scrape_job(targets_file: &Path) -> Value {
+/// Shared by this harness's file-discovery job and the Prometheus Operator test's
+/// `kubernetes_sd_configs` one.
+pub fn pod_annotation_relabelling() -> Value {
     let annotation = |name: &str| format!("__meta_kubernetes_pod_annotation_prometheus_io_{name}");
+    json!([
+        {"source_labels": [annotation("scrape")], "action": "keep", "regex": "true"},
+        // Finished pods have nothing left to scrape.
+        {"source_labels": ["__meta_kubernetes_pod_phase"], "action": "drop", "regex": "Succeeded|Failed"},
+        {"source_labels": [annotation("scheme")], "regex": "(https?)", "target_label": "__scheme__"},
+        {"source_labels": [annotation("path")], "regex": "(.+)", "target_label": "__metrics_path__"},
+        {
+            "source_labels": ["__address__", annotation("port")],
+            "regex": r"([^:]+)(?::\d+)?;(\d+)",
+            "replacement": "$1:$2",
+            "target_label": "__address__",
+        },
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
+    ])
+}
+
+/// The scrape job: [`pod_annotation_relabelling`] over the targets in `targets_file`, written by
+/// [`discover`].
+fn scrape_job(targets_file: &Path) -> Value {
     json!({
         "job_name": "kubernetes-pods",
         // Prometheus watches the file (inotify); the interval is a fallback.
         "file_sd_configs": [{"files": [targets_file], "refresh_interval": "2s"}],
-        "relabel_configs": [
-            {"source_labels": [annotation("scrape")], "action": "keep", "regex": "true"},
-            // Finished pods have nothing left to scrape.
-            {"source_labels": ["__meta_kubernetes_pod_phase"], "action": "drop", "regex": "Succeeded|Failed"},
-            {"source_labels": [annotation("scheme")], "regex": "(https?)", "target_label": "__scheme__"},
-            {"source_labels": [annotation("path")], "regex": "(.+)", "target_label": "__metrics_path__"},
-            {
-                "source_labels": ["__address__", annotation("port")],
-                "regex": r"([^:]+)(?::\d+)?;(\d+)",
-                "replacement": "$1:$2",
-                "target_label": "__address__",
-            },
-            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-            {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
-        ],
+        "relabel_configs": pod_annotation_relabelling(),
     })
 }
 
@@ -199,10 +211,19 @@ fn encode(value: &str) -> String {
     out
 }
 
-/// A running Prometheus; killed when dropped.
+/// Prometheus' HTTP API at one address: instant queries, targets, rules and alerts, and waits
+/// on them.
+#[derive(Clone, Copy, Debug)]
+pub struct PrometheusApi {
+    pub addr: SocketAddr,
+}
+
+/// A running Prometheus; killed when dropped. Its HTTP API's methods ([`PrometheusApi`]) are
+/// callable on it directly.
 #[derive(Debug)]
 pub struct Prometheus {
     child: Child,
+    api: PrometheusApi,
     /// Where its HTTP API listens.
     pub addr: SocketAddr,
     /// Its config, TSDB, log and targets file.
@@ -262,7 +283,7 @@ impl Prometheus {
                     binary().display()
                 )
             });
-        Self { child, addr, dir, log, targets_file, discovery, started }
+        Self { child, api: PrometheusApi { addr }, addr, dir, log, targets_file, discovery, started }
     }
 
     /// Time since [`Prometheus::start`].
@@ -283,7 +304,7 @@ impl Prometheus {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("prometheus exited with {status}; log {}:\n{}", self.log.display(), self.log_text());
             }
-            if crate::http_get(self.addr, "/-/ready").await.is_some_and(|(code, _)| code == 200) {
+            if self.is_ready().await {
                 return self.uptime();
             }
             if Instant::now() > deadline {
@@ -296,7 +317,9 @@ impl Prometheus {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
 
+impl PrometheusApi {
     /// GETs an API path and returns its `data`, or why not.
     async fn api(&self, path: &str) -> Result<Value, String> {
         let (code, body) = crate::http_get(self.addr, path)
@@ -345,7 +368,7 @@ impl Prometheus {
     }
 
     /// Polls `expr` until `accept` holds for its result and returns that result; after `timeout`,
-    /// an error with the last result, the scrape targets and the end of the log.
+    /// an error with the last result and the scrape targets.
     pub async fn wait_for_samples(
         &self,
         expr: &str,
@@ -368,8 +391,8 @@ impl Prometheus {
         }
     }
 
-    /// Polls an expression that yields one series (see [`Prometheus::value`]) until `accept` holds
-    /// for its value and returns that value; no series counts as not yet.
+    /// Polls an expression that yields one series (see [`PrometheusApi::value`]) until `accept`
+    /// holds for its value and returns that value; no series counts as not yet.
     pub async fn wait_for(
         &self,
         expr: &str,
@@ -396,6 +419,17 @@ impl Prometheus {
         self.api("/api/v1/rules").await.unwrap_or_else(|e| panic!("rules: {e}"))
     }
 
+    /// `/api/v1/alerts`: the active (pending and firing) alerts with their labels and state.
+    pub async fn alerts(&self) -> Vec<Value> {
+        let data = self.api("/api/v1/alerts").await.unwrap_or_else(|e| panic!("alerts: {e}"));
+        data["alerts"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Whether `/-/ready` answers 200: configuration and rules loaded, TSDB open.
+    pub async fn is_ready(&self) -> bool {
+        crate::http_get(self.addr, "/-/ready").await.is_some_and(|(code, _)| code == 200)
+    }
+
     /// The names of the alerting rules loaded.
     pub async fn alert_names(&self) -> Vec<String> {
         self.rules().await["groups"]
@@ -408,23 +442,9 @@ impl Prometheus {
             .collect()
     }
 
-    /// For failure messages: the active targets (URL, health, last error, labels) and the end of
-    /// the log.
+    /// For failure messages: the active targets (URL, health, last error, labels).
     pub async fn describe(&self) -> String {
-        let mut out = format!("prometheus at http://{} (dir {}):\n", self.addr, self.dir.display());
-        let groups = std::fs::read_to_string(&self.targets_file)
-            .ok()
-            .and_then(|text| serde_json::from_str::<Vec<Value>>(&text).ok())
-            .map_or(0, |groups| groups.len());
-        let age = std::fs::metadata(&self.targets_file)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok());
-        let _ = writeln!(
-            out,
-            "  {groups} discovered targets in {} (written {age:?} ago)",
-            self.targets_file.display()
-        );
+        let mut out = format!("prometheus at http://{}:\n", self.addr);
         match self.api("/api/v1/targets").await {
             Ok(targets) => {
                 let active = targets["activeTargets"].as_array().cloned().unwrap_or_default();
@@ -445,6 +465,62 @@ impl Prometheus {
                 let _ = writeln!(out, "  targets: {e}");
             }
         }
+        out
+    }
+}
+
+impl std::ops::Deref for Prometheus {
+    type Target = PrometheusApi;
+
+    fn deref(&self) -> &PrometheusApi {
+        &self.api
+    }
+}
+
+impl Prometheus {
+    /// Polls `expr` until `accept` holds for its result (see [`PrometheusApi::wait_for_samples`]);
+    /// a timeout's error also has the discovery file and the end of the log.
+    pub async fn wait_for_samples(
+        &self,
+        expr: &str,
+        accept: impl Fn(&[Sample]) -> bool,
+        timeout: Duration,
+    ) -> Result<Vec<Sample>, String> {
+        self.api.wait_for_samples(expr, accept, timeout).await.map_err(|e| format!("{e}{}", self.notes()))
+    }
+
+    /// Polls a one-series expression until `accept` holds for its value (see
+    /// [`PrometheusApi::wait_for`]); a timeout's error also has the discovery file and the log.
+    pub async fn wait_for(
+        &self,
+        expr: &str,
+        accept: impl Fn(f64) -> bool,
+        timeout: Duration,
+    ) -> Result<f64, String> {
+        self.api.wait_for(expr, accept, timeout).await.map_err(|e| format!("{e}{}", self.notes()))
+    }
+
+    /// For failure messages: the active targets, the discovery file and the end of the log.
+    pub async fn describe(&self) -> String {
+        format!("{}{}", self.api.describe().await, self.notes())
+    }
+
+    /// The discovery file's size and age and the end of the log (read from disk, no API call).
+    fn notes(&self) -> String {
+        let mut out = format!("  dir {}\n", self.dir.display());
+        let groups = std::fs::read_to_string(&self.targets_file)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Vec<Value>>(&text).ok())
+            .map_or(0, |groups| groups.len());
+        let age = std::fs::metadata(&self.targets_file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        let _ = writeln!(
+            out,
+            "  {groups} discovered targets in {} (written {age:?} ago)",
+            self.targets_file.display()
+        );
         let log = self.log_text();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         out.push_str("  log (last lines):\n");
@@ -536,4 +612,3 @@ mod tests {
         assert!(pod_targets(&pending).is_empty(), "no IP, no target");
     }
 }
-

@@ -278,6 +278,61 @@ fn webhook_off_renders_no_webhook_objects_and_monitoring_crds_turn_on_their_obje
 }
 
 #[test]
+fn prometheus_rule_for_overrides_change_only_the_named_alerts() {
+    let monitoring = ["--api-versions", "monitoring.coreos.com/v1/PrometheusRule"];
+    let rules = |sets: &[&str]| -> Vec<(String, Option<String>, String)> {
+        let objects = render(sets, &monitoring);
+        let rule = find(&objects, "PrometheusRule", "ld-lameduck").expect("a PrometheusRule");
+        rule["spec"]["groups"]
+            .as_sequence()
+            .expect("rule groups")
+            .iter()
+            .flat_map(|g| g["rules"].as_sequence().into_iter().flatten())
+            .map(|r| {
+                let text = |key: &str| r[key].as_str().map(str::to_owned);
+                (text("alert").unwrap_or_default(), text("for"), text("expr").unwrap_or_default())
+            })
+            .collect()
+    };
+    let shipped = rules(&[]);
+    assert!(shipped.contains(&(
+        "LameduckStuckPods".into(),
+        Some("10m".into()),
+        "max by (namespace, reason) (lameduck_stuck_pods) > 0".into()
+    )));
+    let tuned = rules(&[
+        "metrics.prometheusRule.for.LameduckStuckPods=30s",
+        "metrics.prometheusRule.for.LameduckShutdownFailures=2m",
+    ]);
+    assert_eq!(tuned.len(), shipped.len());
+    for ((alert, shipped_for, shipped_expr), (tuned_alert, tuned_for, tuned_expr)) in
+        shipped.iter().zip(&tuned)
+    {
+        assert_eq!((alert, shipped_expr), (tuned_alert, tuned_expr), "only `for:` may change");
+        let expected = match alert.as_str() {
+            "LameduckStuckPods" => Some("30s".to_owned()),
+            // It has no `for:` in the file; the override adds one.
+            "LameduckShutdownFailures" => Some("2m".to_owned()),
+            _ => shipped_for.clone(),
+        };
+        assert_eq!(tuned_for, &expected, "{alert}");
+    }
+
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    for (set, named) in [
+        ("metrics.prometheusRule.for.LameduckStuckPod=1m", "LameduckStuckPod"),
+        // Prometheus durations have no fractions.
+        ("metrics.prometheusRule.for.LameduckStuckPods=1.5m", "LameduckStuckPods"),
+    ] {
+        let mut args = vec!["template", "ld", chart, "--kube-version", "1.34.0", "--set", set];
+        args.extend(monitoring);
+        let (ok, _, stderr) = helm(&args);
+        assert!(!ok && stderr.contains(named), "{set}: {stderr}");
+    }
+}
+
+#[test]
 fn lease_and_secret_rules_name_the_release_objects_and_only_create_is_unnamed() {
     for (sets, lease, secret) in [
         (vec![], "ld-lameduck", "ld-lameduck-webhook-tls"),
