@@ -17,10 +17,7 @@ use std::{
 use k8s_openapi::{
     api::batch::v1::Job, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
-};
+use kube::{Api, ResourceExt, api::PostParams};
 use lameduck_api::{
     ShutdownPolicy, build,
     names::{annotations, containers},
@@ -74,6 +71,32 @@ async fn put_crd(crds: &Api<CustomResourceDefinition>, mut crd: CustomResourceDe
     crd.metadata.resource_version = current.resource_version();
     crds.replace(&name, &PostParams::default(), &crd).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Puts things back however the test ends, a failed assertion included: the release uninstalled
+/// and this release's CRD applied, as the other tests expect it.
+struct Restore {
+    release: String,
+    namespace: String,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = Command::new("helm")
+            .args(["uninstall", &self.release, "--namespace", &self.namespace, "--wait"])
+            .output();
+        let crd = repo().join("crds/shutdownpolicies.lameduck.io.yaml");
+        let applied = Command::new("kubectl")
+            .args(["apply", "--server-side", "--force-conflicts", "--field-manager", "lameduck-e2e", "-f"])
+            .arg(&crd)
+            .output();
+        if !applied.is_ok_and(|out| out.status.success()) {
+            eprintln!(
+                "could not put this release's CRD back: run `kubectl apply --server-side -f {}`",
+                crd.display()
+            );
+        }
+    }
 }
 
 /// Whether the installed CRD's schema has `spec.sidecars`.
@@ -137,6 +160,7 @@ async fn helm_upgrade_from_the_previous_release_upgrades_the_crd_and_keeps_polic
     put_crd(&crds, old_crd).await;
 
     let release = system.name.clone();
+    let restore = Restore { release: release.clone(), namespace: system.name.clone() };
     let values = [
         "--namespace",
         &system.name,
@@ -195,15 +219,8 @@ async fn helm_upgrade_from_the_previous_release_upgrades_the_crd_and_keeps_polic
     completes(&work, "kept-policy", "before").await;
     completes(&work, "new-policy", "after").await;
 
-    run("helm", &["uninstall", &release, "--namespace", &system.name, "--wait"]);
-    // This release's CRD, as the other tests expect it.
-    crds.patch(
-        &shutdown_policy_crd().name_any(),
-        &PatchParams::apply("lameduck-e2e").force(),
-        &Patch::Apply(&shutdown_policy_crd()),
-    )
-    .await
-    .unwrap();
+    // Uninstalled before its namespace goes, so no cluster-wide object of it is left behind.
+    drop(restore);
     let _ = std::fs::remove_dir_all(&scratch);
     work.finish().await;
     system.finish().await;
