@@ -185,6 +185,7 @@ pub mod annotations {
     /// Set by the operator once it has reported how its attempts ended (`succeeded`, `failed`
     /// or `gaveUp`), so the outcome is counted once however often the pod is looked at again.
     /// A new attempt (after the proxy restarted or the policy changed) removes `gaveUp`.
+    /// Its values are in [`super::shutdown_result`].
     pub const SHUTDOWN_RESULT: &str = "lameduck.io/shutdown-result";
     /// The `ShutdownPolicy` whose drain settings the webhook applied to a pod.
     pub const POLICY: &str = "lameduck.io/policy";
@@ -212,6 +213,37 @@ pub mod annotations {
     pub const LINKERD_NATIVE_SIDECAR: &str = "config.beta.linkerd.io/proxy-enable-native-sidecar";
     /// Linkerd: the deprecated alpha spelling of [`LINKERD_NATIVE_SIDECAR`], still honoured.
     pub const LINKERD_NATIVE_SIDECAR_ALPHA: &str = "config.alpha.linkerd.io/proxy-enable-native-sidecar";
+}
+
+/// The values of the [`annotations::SHUTDOWN_RESULT`] annotation.
+pub mod shutdown_result {
+    /// Every sidecar the operator stopped exited 0.
+    pub const SUCCEEDED: &str = "succeeded";
+    /// A sidecar the operator stopped exited non-zero: the pod fails.
+    pub const FAILED: &str = "failed";
+    /// The operator stopped trying; the pod stays stuck until its proxy restarts or its policy
+    /// changes.
+    pub const GAVE_UP: &str = "gaveUp";
+}
+
+/// The operator's defaults and the chart's names for it, for the programs that look at an
+/// installed operator from outside (`lameduck check --cluster`).
+pub mod operator {
+    /// `lameduck-operator --lease-name` when not given (the chart gives the release's name).
+    pub const LEASE_NAME: &str = "lameduck-operator";
+    /// The operator's container in the chart's Deployment.
+    pub const CONTAINER: &str = "operator";
+}
+
+/// How Kubernetes names a ServiceAccount when it authorises its requests, for
+/// SubjectAccessReviews about the operator's own account.
+pub mod accounts {
+    /// Followed by `NAMESPACE:NAME`: a ServiceAccount's user name.
+    pub const USER_PREFIX: &str = "system:serviceaccount:";
+    /// The group of every ServiceAccount; followed by `:NAMESPACE`, those of one namespace.
+    pub const GROUP: &str = "system:serviceaccounts";
+    /// The group of every authenticated user.
+    pub const AUTHENTICATED: &str = "system:authenticated";
 }
 
 /// The downward-API file through which lameduck's proxy reads its drain settings live (the pod's
@@ -295,6 +327,10 @@ pub mod labels {
     pub const NAME: &str = "app.kubernetes.io/name";
     /// `app.kubernetes.io/component`.
     pub const COMPONENT: &str = "app.kubernetes.io/component";
+    /// `app.kubernetes.io/instance`: the chart puts the Helm release's name there.
+    pub const INSTANCE: &str = "app.kubernetes.io/instance";
+    /// Set by Kubernetes on every EndpointSlice: the Service it belongs to.
+    pub const ENDPOINT_SLICE_SERVICE: &str = "kubernetes.io/service-name";
     /// `app.kubernetes.io/managed-by`.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     /// Set by the Job controller on every pod of a Job (CronJob pods are Job pods): what the

@@ -5,6 +5,7 @@ mod check;
 mod cluster;
 mod crds;
 mod inject;
+mod live;
 mod manifest;
 mod version;
 mod yaml;
@@ -51,11 +52,16 @@ enum Command {
         dir: Option<PathBuf>,
     },
     /// Check manifests for shutdown-timing mistakes:
-    /// app preStop < proxy wait-before-exit < terminationGracePeriodSeconds.
+    /// app preStop < proxy wait-before-exit < terminationGracePeriodSeconds;
+    /// or, with --cluster, a live cluster (like `linkerd check`).
     ///
     /// Reads Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs and Lists.
     /// ShutdownPolicy objects in the input apply to the workloads they select.
     /// Exits 1 when a rule is broken, 2 when the input cannot be read.
+    ///
+    /// With --cluster: the API server and its nodes, the CRD, the operator and its leader, the
+    /// webhook (a dry-run pod must come back mutated), the operator's permissions, the timing of
+    /// every workload the operator watches, and the pods stuck now. Exits 1 on a failure.
     Check(CheckArgs),
     /// Set up graceful shutdown in manifests and print them (like `linkerd inject`).
     ///
@@ -88,17 +94,26 @@ enum VersionOutput {
 }
 
 #[derive(Debug, clap::Args)]
+// Files or the cluster: one of the two, never both.
+#[command(group(clap::ArgGroup::new("input").required(true).args(["files", "cluster"])))]
 struct CheckArgs {
     /// Manifest file to check, `-` for standard input. Repeat for several files.
     #[arg(
         short = 'f',
         long = "filename",
         value_name = "FILE",
-        required = true,
         env = "LAMEDUCK_CHECK_FILES",
         value_delimiter = ','
     )]
     files: Vec<PathBuf>,
+    /// Check the live cluster instead of files (kubeconfig and context as kubectl).
+    #[arg(long)]
+    cluster: bool,
+    /// With --cluster: only the operator installed in this namespace (default: every one found).
+    #[arg(long, value_name = "NS")]
+    operator_namespace: Option<String>,
+    #[command(flatten)]
+    access: cluster::ClusterArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text, env = "LAMEDUCK_CHECK_OUTPUT")]
     output: Output,
@@ -185,7 +200,7 @@ fn image_reference(value: &str) -> Result<String, String> {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Output {
-    /// One block per workload, for people.
+    /// One block per workload (with --cluster, per section), for people.
     Text,
     /// One JSON object, for scripts.
     Json,
@@ -202,6 +217,13 @@ fn read_input(path: &PathBuf) -> anyhow::Result<(String, String)> {
 }
 
 fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    if args.cluster {
+        return live::run(args);
+    }
+    if args.operator_namespace.is_some() {
+        eprintln!("error: --operator-namespace needs --cluster");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
     let mut all = manifest::Manifests::default();
     for path in &args.files {
         let (name, text) = match read_input(path) {

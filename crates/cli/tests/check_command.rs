@@ -135,3 +135,39 @@ fn crds_prints_the_committed_yaml() {
         std::fs::read_to_string(examples().join("../../crds/shutdownpolicies.lameduck.io.yaml")).unwrap();
     assert_eq!(text(&out.stdout), committed);
 }
+
+#[test]
+fn cluster_mode_excludes_files_and_needs_a_cluster() {
+    let both = lameduck(&["check", "--cluster", "-f", "meshed-job.yaml"], None);
+    assert_eq!(both.status.code(), Some(2));
+    assert!(
+        text(&both.stderr).contains("'--cluster' cannot be used with '--filename <FILE>'"),
+        "{}",
+        text(&both.stderr)
+    );
+    let stray = lameduck(&["check", "--operator-namespace", "x", "-f", "meshed-job.yaml"], None);
+    assert_eq!(stray.status.code(), Some(2));
+    assert!(text(&stray.stderr).contains("--operator-namespace needs --cluster"), "{}", text(&stray.stderr));
+
+    // A kubeconfig that cannot be read fails the first check, and nothing else is checked.
+    let out = lameduck(&["check", "--cluster", "--kubeconfig", "no-such-kubeconfig", "-o", "json"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(report["success"], false);
+    let sections = report["sections"].as_array().unwrap();
+    assert_eq!(sections.len(), 1, "{report}");
+    let check = &sections[0]["checks"][0];
+    assert_eq!(
+        (check["description"].as_str(), check["result"].as_str()),
+        (Some("can reach the API server"), Some("fail"))
+    );
+    assert!(check["message"].as_str().unwrap().contains("--kubeconfig no-such-kubeconfig"), "{check}");
+
+    let out = lameduck(&["check", "--cluster", "--kubeconfig", "no-such-kubeconfig"], None);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("Kubernetes API\n--------------\n× can reach the API server\n    "),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("Status check results are × (0 passed, 0 warnings, 1 failed)\n"), "{stdout}");
+}
