@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Parser, ValueEnum};
 use lameduck_api::{
     GoDuration, ProxyProfile,
-    names::{env, images, webhook},
+    names::{self, env, images, webhook},
 };
 
 use crate::{
@@ -63,7 +63,7 @@ pub struct Cli {
     #[arg(long, env = env::OPERATOR_CONCURRENCY_PER_NAMESPACE, value_name = "N")]
     pub concurrency_per_namespace: Option<u16>,
     /// Name of the leader-election Lease.
-    #[arg(long, env = env::OPERATOR_LEASE_NAME, default_value = "lameduck-operator", value_name = "NAME")]
+    #[arg(long, env = env::OPERATOR_LEASE_NAME, default_value = names::operator::LEASE_NAME, value_name = "NAME")]
     pub lease_name: String,
     /// Namespace of the Lease; defaults to $POD_NAMESPACE, else the first --namespace, else `default`.
     #[arg(long, env = env::OPERATOR_LEASE_NAMESPACE, value_name = "NS")]

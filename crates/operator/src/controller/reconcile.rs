@@ -15,7 +15,7 @@ use kube::{
 };
 use lameduck_api::{
     ShutdownMethod, ShutdownPolicy, Sidecar,
-    names::{annotations, events},
+    names::{annotations, events, shutdown_result},
     policy::PolicyId,
     shape::owner_kind,
 };
@@ -410,9 +410,9 @@ async fn record_result(
         return Ok(Some(Requeue::await_change()));
     }
     let value = match ending {
-        Ending::Succeeded => "succeeded",
-        Ending::Failed => "failed",
-        Ending::GaveUp => "gaveUp",
+        Ending::Succeeded => shutdown_result::SUCCEEDED,
+        Ending::Failed => shutdown_result::FAILED,
+        Ending::GaveUp => shutdown_result::GAVE_UP,
     };
     if !patch_if_unchanged(&ctx.pods(pod), pod, json!({ annotations::SHUTDOWN_RESULT: value })).await? {
         return Ok(Some(Requeue::requeue(AFTER_CONFLICT)));
