@@ -43,6 +43,29 @@ pub async fn client() -> Client {
     Client::try_default().await.expect("a client for $KUBECONFIG")
 }
 
+/// Installs (or updates) this checkout's CRD as `lameduck crds | kubectl apply --server-side`
+/// would, and waits until the API server serves it.
+pub async fn install_crd(client: Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::{
+        api::{Patch, PatchParams},
+        runtime::conditions,
+    };
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let crd = lameduck_api::policy::shutdown_policy_crd();
+    let name = crd.name_any();
+    crds.patch(&name, &PatchParams::apply("lameduck-e2e").force(), &Patch::Apply(&crd))
+        .await
+        .expect("the API server accepts the generated CRD");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(crds, &name, conditions::is_crd_established()),
+    )
+    .await
+    .expect("CRD established within a minute")
+    .expect("CRD watch");
+}
+
 /// A namespace of its own for one test; deleted by [`TestNamespace::finish`].
 pub struct TestNamespace {
     pub client: Client,

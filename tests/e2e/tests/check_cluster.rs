@@ -13,27 +13,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{
-    api::{
-        admissionregistration::v1::MutatingWebhookConfiguration,
-        apps::v1::Deployment,
-        batch::v1::CronJob,
-        core::v1::{Pod, Service},
-        rbac::v1::Role,
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+use k8s_openapi::api::{
+    admissionregistration::v1::MutatingWebhookConfiguration,
+    apps::v1::Deployment,
+    batch::v1::CronJob,
+    core::v1::{Pod, Service},
+    rbac::v1::Role,
 };
 use kube::{
-    Api, ResourceExt,
+    Api,
     api::{DeleteParams, ListParams, Patch, PatchParams},
-    runtime::{conditions, wait::await_condition},
 };
 use lameduck_api::{
     ShutdownPolicy,
     names::{containers, images, labels},
-    policy::shutdown_policy_crd,
 };
-use lameduck_e2e::TestNamespace;
+use lameduck_e2e::{TestNamespace, install_crd};
 use serde_json::{Value, json};
 
 /// No warning is allowed on the healthy install: the cluster's one real node runs v1.34, the
@@ -66,24 +61,6 @@ impl Drop for Release {
             .args(["uninstall", &self.name, "--namespace", &self.namespace, "--wait"])
             .output();
     }
-}
-
-/// The CRD of this checkout, as `lameduck crds | kubectl apply` would put it: the check compares
-/// its version annotation with the CLI's.
-async fn install_crd(client: kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd = shutdown_policy_crd();
-    let name = crd.name_any();
-    crds.patch(&name, &PatchParams::apply("lameduck-e2e").force(), &Patch::Apply(&crd))
-        .await
-        .expect("CRD applied");
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        await_condition(crds, &name, conditions::is_crd_established()),
-    )
-    .await
-    .expect("CRD established within a minute")
-    .expect("CRD watch");
 }
 
 /// One run of the release CLI.

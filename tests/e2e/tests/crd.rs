@@ -3,38 +3,17 @@
 //! names the field. kube-cel checks the same fixture client-side; this checks Kubernetes itself,
 //! whose `duration()` is Go's parser.
 
-use std::time::Duration;
-
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
-    Api, ResourceExt,
-    api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams},
-    runtime::{conditions, wait::await_condition},
+    Api,
+    api::{ApiResource, DynamicObject, PostParams},
 };
-use lameduck_api::{ShutdownPolicy, policy::shutdown_policy_crd};
-use lameduck_e2e::{TestNamespace, client};
+use lameduck_api::ShutdownPolicy;
+use lameduck_e2e::{TestNamespace, client, install_crd};
 use serde_json::{Value, json};
-
-/// Installs (or updates) the CRD the way `lameduck crds | kubectl apply` would, and waits for it.
-async fn install_crd() {
-    let crds: Api<CustomResourceDefinition> = Api::all(client().await);
-    let crd = shutdown_policy_crd();
-    let name = crd.name_any();
-    crds.patch(&name, &PatchParams::apply("lameduck-e2e").force(), &Patch::Apply(&crd))
-        .await
-        .expect("the API server accepts the generated CRD");
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        await_condition(crds, &name, conditions::is_crd_established()),
-    )
-    .await
-    .expect("CRD established within a minute")
-    .expect("CRD watch");
-}
 
 #[tokio::test]
 async fn api_server_enforces_every_rule_with_a_message_naming_the_field() {
-    install_crd().await;
+    install_crd(client().await).await;
     let ns = TestNamespace::new("crd").await;
     let resource = ApiResource::erase::<ShutdownPolicy>(&());
     let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &resource);

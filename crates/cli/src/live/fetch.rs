@@ -283,6 +283,26 @@ fn entry(
     }
 }
 
+/// A webhook configuration by name (empty: the operator names none), with its webhooks read by
+/// `entries`.
+async fn configuration<K>(
+    client: &Client,
+    name: &str,
+    entries: impl Fn(&K) -> Vec<WebhookEntry>,
+) -> Fetched<Option<WebhookConfiguration>>
+where
+    K: kube::Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let found = Api::<K>::all(client.clone()).get_opt(name).await.map_err(|e| message(&e))?;
+    Ok(found.map(|c| WebhookConfiguration { name: c.name_any(), webhooks: entries(&c) }))
+}
+
 async fn webhook(
     client: &Client,
     settings: &WebhookSettings,
@@ -290,60 +310,30 @@ async fn webhook(
     policies: &Fetched<Vec<ShutdownPolicy>>,
     namespaces: &Fetched<Vec<(String, BTreeMap<String, String>)>>,
 ) -> Webhook {
-    let mutating = if settings.mutating.is_empty() {
-        Ok(None)
-    } else {
-        Api::<MutatingWebhookConfiguration>::all(client.clone())
-            .get_opt(&settings.mutating)
-            .await
-            .map_err(|e| message(&e))
-            .map(|found| {
-                found.map(|c| WebhookConfiguration {
-                    name: c.name_any(),
-                    webhooks: c
-                        .webhooks
-                        .iter()
-                        .flatten()
-                        .map(|w| {
-                            entry(
-                                &w.name,
-                                &w.client_config,
-                                w.failure_policy.as_ref(),
-                                w.namespace_selector.as_ref(),
-                                w.object_selector.as_ref(),
-                            )
-                        })
-                        .collect(),
-                })
-            })
-    };
-    let validating = if settings.validating.is_empty() {
-        Ok(None)
-    } else {
-        Api::<ValidatingWebhookConfiguration>::all(client.clone())
-            .get_opt(&settings.validating)
-            .await
-            .map_err(|e| message(&e))
-            .map(|found| {
-                found.map(|c| WebhookConfiguration {
-                    name: c.name_any(),
-                    webhooks: c
-                        .webhooks
-                        .iter()
-                        .flatten()
-                        .map(|w| {
-                            entry(
-                                &w.name,
-                                &w.client_config,
-                                w.failure_policy.as_ref(),
-                                w.namespace_selector.as_ref(),
-                                w.object_selector.as_ref(),
-                            )
-                        })
-                        .collect(),
-                })
-            })
-    };
+    // The two kinds hold webhooks of two types with the same fields.
+    macro_rules! entries {
+        () => {
+            |c| {
+                c.webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| {
+                        entry(
+                            &w.name,
+                            &w.client_config,
+                            w.failure_policy.as_ref(),
+                            w.namespace_selector.as_ref(),
+                            w.object_selector.as_ref(),
+                        )
+                    })
+                    .collect()
+            }
+        };
+    }
+    let mutating =
+        configuration::<MutatingWebhookConfiguration>(client, &settings.mutating, entries!()).await;
+    let validating =
+        configuration::<ValidatingWebhookConfiguration>(client, &settings.validating, entries!()).await;
     // The Service the operator's flags name, and any other the configurations point to.
     let mut refs = BTreeSet::from([ServiceRef {
         namespace: settings.namespace.clone(),
