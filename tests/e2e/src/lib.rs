@@ -43,6 +43,27 @@ pub async fn client() -> Client {
     Client::try_default().await.expect("a client for $KUBECONFIG")
 }
 
+/// Runs `helm ARGS` (from `source tests/cluster/env.sh`), with `CHART` standing for this
+/// checkout's chart, and fails the test with helm's output unless it succeeds; returns that output.
+pub fn helm(args: &[&str]) -> String {
+    let chart = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/lameduck");
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| if *a == "CHART" { chart.display().to_string() } else { (*a).to_owned() })
+        .collect();
+    let out = std::process::Command::new("helm")
+        .args(&args)
+        .output()
+        .expect("helm on PATH (source tests/cluster/env.sh)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed:
+{text}"
+    );
+    text
+}
+
 /// Installs (or updates) this checkout's CRD as `lameduck crds | kubectl apply --server-side`
 /// would, and waits until the API server serves it.
 pub async fn install_crd(client: Client) {

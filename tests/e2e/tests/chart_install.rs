@@ -20,25 +20,13 @@ use lameduck_api::{
     names::{annotations, containers},
 };
 use lameduck_e2e::{
-    TestNamespace, exit_code, http_get,
+    TestNamespace, exit_code, helm, http_get,
     operator::sample_value,
     workloads::{job, job_complete, job_pod, proxy_container},
 };
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-fn helm(args: &[&str]) -> String {
-    let chart = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/lameduck");
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| if *a == "CHART" { chart.display().to_string() } else { (*a).to_owned() })
-        .collect();
-    let out = Command::new("helm").args(&args).output().expect("helm on PATH (source tests/cluster/env.sh)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "helm {args:?} failed:\n{text}");
-    text
-}
 
 /// The operator pods' `/metrics`, each scraped directly.
 async fn operator_metrics(ns: &TestNamespace) -> Vec<String> {

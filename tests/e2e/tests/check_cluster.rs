@@ -28,24 +28,12 @@ use lameduck_api::{
     ShutdownPolicy,
     names::{containers, images, labels},
 };
-use lameduck_e2e::{TestNamespace, install_crd};
+use lameduck_e2e::{TestNamespace, helm, install_crd};
 use serde_json::{Value, json};
 
 /// No warning is allowed on the healthy install: the cluster's one real node runs v1.34, the
 /// CRD is applied by this test, and the chart's version is the CLI's.
 const ALLOWED_WARNINGS: &[&str] = &[];
-
-fn helm(args: &[&str]) -> String {
-    let chart = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/lameduck");
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| if *a == "CHART" { chart.display().to_string() } else { (*a).to_owned() })
-        .collect();
-    let out = Command::new("helm").args(&args).output().expect("helm on PATH (source tests/cluster/env.sh)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "helm {args:?} failed:\n{text}");
-    text
-}
 
 /// The Helm release, uninstalled when the test ends however it ends: its webhook configurations
 /// and ClusterRoles are cluster-wide, and must not outlive a failed test (its namespaces stay,

@@ -12,16 +12,13 @@
 //! chart value `metrics.prometheusRule.for.LameduckStuckPods` (which replaces only that `for:`)
 //! to 10s, so the same expression fires within the test.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::Api;
 use lameduck_api::{ShutdownPolicy, names::containers};
 use lameduck_e2e::{
-    TestNamespace, container_status,
+    TestNamespace, container_status, helm,
     prometheus::Sample,
     prometheus_operator::{
         OperatedPrometheus, PrometheusOperator, Selection, pod_annotations_job, require_crds,
@@ -36,18 +33,6 @@ const MINUTE: Duration = Duration::from_secs(60);
 const SELECT: &str = "prometheus";
 /// The stuck-pods alert's `for:` in this test (the chart ships 10m).
 const STUCK_FOR: &str = "10s";
-
-fn helm(args: &[&str]) -> String {
-    let chart = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/lameduck");
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| if *a == "CHART" { chart.display().to_string() } else { (*a).to_owned() })
-        .collect();
-    let out = Command::new("helm").args(&args).output().expect("helm on PATH (source tests/cluster/env.sh)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "helm {args:?} failed:\n{text}");
-    text
-}
 
 /// The alert names of the shipped rule file, in order.
 fn shipped_alerts() -> Vec<String> {
