@@ -4,7 +4,7 @@ use std::{borrow::Cow, convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::Full;
+use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::Client,
@@ -18,8 +18,15 @@ use crate::{
     metrics::{Direction, Metrics, RequestMetrics},
     opaque::copy_until_forced,
     response_body::{ProxyBody, local_response},
-    upstream::{CONNECT_TIMEOUT, Connector, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE},
+    upstream::{self, CONNECT_TIMEOUT, Connector, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE},
 };
+
+/// What goes to the app: the client's body, or none at all for a request kept to send again.
+type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// How many times a request the app refused unprocessed is sent again: a new connection takes
+/// it, and an app that keeps refusing gets a 502 rather than a loop.
+const MAX_RESENDS: usize = 2;
 
 /// Why a request could not be forwarded: it becomes a 502 or 504.
 struct UpstreamFailure {
@@ -36,9 +43,9 @@ pub(crate) struct Forwarder {
     /// Inbound: the app as `host:port`, formatted once rather than per request.
     target_authority: Option<String>,
     /// Pooled upstream HTTP/1 connections.
-    http1: Client<Connector, Incoming>,
+    http1: Client<Connector, UpstreamBody>,
     /// HTTP/2 is multiplexed, so one upstream connection serves many requests.
-    http2: Client<Connector, Incoming>,
+    http2: Client<Connector, UpstreamBody>,
     lifecycle: Arc<Lifecycle>,
     metrics: Arc<Metrics>,
     request_metrics: RequestMetrics,
@@ -146,16 +153,36 @@ impl Forwarder {
                 return local_response(StatusCode::BAD_REQUEST, format!("bad request target: {err}\n"));
             }
         }
-        let client = if req.version() == Version::HTTP_2 {
-            &self.http2
+        // An HTTP/2 app refuses streams it will not process (a GOAWAY that does not cover them,
+        // or REFUSED_STREAM: nginx does so after `keepalive_requests`). RFC 9113 section 8.7 lets
+        // such a request go again on a new connection, whatever its method, as long as it can be
+        // rebuilt: so keep a copy of a bodyless one. HTTP/1 has no such signal; hyper's client
+        // itself resends a request it never started to write.
+        let (client, resend) = if req.version() == Version::HTTP_2 {
+            let resend = hyper::body::Body::is_end_stream(req.body()).then(|| Resend::of(&req));
+            (&self.http2, resend)
         } else {
             *req.version_mut() = Version::HTTP_11;
-            &self.http1
+            (&self.http1, None)
         };
-        let result = client.request(req).await.map_err(|err| UpstreamFailure {
+        let req = req.map(|body| match resend {
+            Some(_) => Either::Right(Empty::new()),
+            None => Either::Left(body),
+        });
+        let mut outcome = client.request(req).await;
+        for _ in 0..MAX_RESENDS {
+            match (&outcome, &resend) {
+                (Err(err), Some(resend)) if upstream::never_processed(err) => {
+                    tracing::debug!(direction = self.direction.as_str(), %authority, error = with_causes(err), "the app refused a request unprocessed; sending it again");
+                    outcome = client.request(resend.request()).await;
+                }
+                _ => break,
+            }
+        }
+        let result = outcome.map_err(|err| UpstreamFailure {
             status: StatusCode::BAD_GATEWAY,
             connect: err.is_connect(),
-            message: err.to_string(),
+            message: with_causes(&err),
         });
         match result {
             Ok(response) => {
@@ -217,5 +244,45 @@ impl Forwarder {
             copy_until_forced(TokioIo::new(upgraded), upstream, &lifecycle, &metrics).await;
         });
         Response::new(ProxyBody::Local(Full::new(Bytes::new())))
+    }
+}
+
+/// An error with its causes: hyper's own text ("client error (SendRequest)") says little alone.
+fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A bodyless request's head, kept so the request can be sent again.
+struct Resend {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+}
+
+impl Resend {
+    fn of<B>(req: &Request<B>) -> Self {
+        Self {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        }
+    }
+
+    fn request(&self) -> Request<UpstreamBody> {
+        let mut req = Request::new(Either::Right(Empty::new()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
     }
 }

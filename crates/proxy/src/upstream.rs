@@ -56,3 +56,23 @@ impl tower_service::Service<Uri> for Connector {
         self.inner.call(uri)
     }
 }
+
+/// Whether the app said it did not process a request, so sending it again cannot act twice
+/// (RFC 9113 section 8.7): an HTTP/2 stream refused with REFUSED_STREAM, or left out of a
+/// graceful GOAWAY (h2 fails only the streams above the GOAWAY's last stream ID that way).
+/// Anything else, a reset connection included, may have reached the app.
+pub(crate) fn never_processed(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && match h2.reason() {
+                    Some(h2::Reason::REFUSED_STREAM) => h2.is_reset(),
+                    Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
+                    _ => false,
+                };
+        }
+        source = err.source();
+    }
+    false
+}

@@ -140,3 +140,50 @@ async fn connect_to_nothing_is_a_502_not_a_broken_tunnel() {
         String::from_utf8_lossy(&reply)
     );
 }
+
+/// Two requests at once from an HTTP/2 client, which the proxy multiplexes onto one app
+/// connection; the app answers the first and treats the second as `second` says.
+async fn two_h2_requests(second: SecondStream) -> (H2App, Vec<u16>) {
+    let app = H2App::start(second).await;
+    let proxy = Proxy::start(app.addr, &[]).await;
+    let stream = TcpStream::connect(proxy.inbound).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let send = |path: &'static str| {
+        let mut sender = sender.clone();
+        async move {
+            let request = Request::get(format!("http://app{path}")).body(Empty::<Bytes>::new()).unwrap();
+            sender.send_request(request).await.map(|r| r.status().as_u16()).unwrap_or(0)
+        }
+    };
+    let both = async { tokio::join!(send("/a"), send("/b")) };
+    let (a, b) = tokio::time::timeout(5 * SECOND, both).await.expect("both requests are answered");
+    let mut statuses = vec![a, b];
+    statuses.sort_unstable();
+    (app, statuses)
+}
+
+/// nginx sends such a GOAWAY after `keepalive_requests`, with streams racing it.
+#[tokio::test]
+async fn an_h2_request_left_out_of_the_apps_goaway_is_sent_on_a_new_connection() {
+    let (app, statuses) = two_h2_requests(SecondStream::GoawayAfterFirst).await;
+    assert_eq!(statuses, [200, 200], "the unprocessed request is sent again, not answered 502");
+    assert_eq!(app.requests(), [2, 1], "the app's second connection got it");
+}
+
+#[tokio::test]
+async fn an_h2_request_the_app_refused_is_sent_again() {
+    let (app, statuses) = two_h2_requests(SecondStream::Reset(REFUSED_STREAM)).await;
+    assert_eq!(statuses, [200, 200], "REFUSED_STREAM means unprocessed: sent again");
+    assert_eq!(app.requests().iter().sum::<usize>(), 3, "{:?}", app.requests());
+}
+
+#[tokio::test]
+async fn an_h2_request_the_app_may_have_processed_is_not_sent_again() {
+    for second in [SecondStream::GoawayAfterSecond, SecondStream::Reset(INTERNAL_ERROR)] {
+        let (app, statuses) = two_h2_requests(second).await;
+        assert_eq!(statuses, [200, 502], "{second:?}: a request the app may have acted on is not replayed");
+        assert_eq!(app.requests(), [2], "{second:?}: nothing reached the app twice");
+    }
+}

@@ -577,3 +577,143 @@ pub fn promtool_check_metrics(exposition: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// What the frame-by-frame HTTP/2 app does with the second of two concurrent requests.
+#[derive(Clone, Copy, Debug)]
+pub enum SecondStream {
+    /// Sends GOAWAY naming the first request as the last it processed, then closes.
+    GoawayAfterFirst,
+    /// Sends GOAWAY naming the second request (so it may have acted on it), then closes unanswered.
+    GoawayAfterSecond,
+    /// Resets the second request's stream with this error code and goes on serving.
+    Reset(u32),
+}
+
+/// An HTTP/2 app written frame by frame, so a test decides exactly which streams a GOAWAY or a
+/// reset covers, which no real server lets a test time. Its first connection waits for two
+/// requests, answers the first and treats the second as `second` says; otherwise it answers
+/// every request `:status 200`, with no body.
+pub struct H2App {
+    pub addr: SocketAddr,
+    /// Requests (HEADERS frames) each connection received, in connection order.
+    pub requests: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+/// HTTP/2 error codes (RFC 9113 section 7).
+pub const REFUSED_STREAM: u32 = 0x7;
+pub const INTERNAL_ERROR: u32 = 0x2;
+
+impl H2App {
+    pub async fn start(second: SecondStream) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&requests);
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let index = {
+                    let mut log = log.lock().unwrap();
+                    log.push(0);
+                    log.len() - 1
+                };
+                let second = first.then_some(second);
+                first = false;
+                tokio::spawn(h2_serve(stream, Arc::clone(&log), index, second));
+            }
+        });
+        Self { addr, requests }
+    }
+
+    pub fn requests(&self) -> Vec<usize> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = len.to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+async fn h2_serve(
+    mut stream: TcpStream,
+    log: Arc<std::sync::Mutex<Vec<usize>>>,
+    index: usize,
+    second: Option<SecondStream>,
+) {
+    const HEADERS: u8 = 1;
+    const RST_STREAM: u8 = 3;
+    const SETTINGS: u8 = 4;
+    const GOAWAY: u8 = 7;
+    const END_STREAM_AND_HEADERS: u8 = 0x1 | 0x4;
+    // HPACK static table entry 8: `:status 200`.
+    const STATUS_200: &[u8] = &[0x88];
+    let ok = |id| h2_frame(HEADERS, END_STREAM_AND_HEADERS, id, STATUS_200);
+    let mut preface = [0u8; 24];
+    if stream.read_exact(&mut preface).await.is_err() {
+        return;
+    }
+    if stream.write_all(&h2_frame(SETTINGS, 0, 0, &[])).await.is_err() {
+        return;
+    }
+    let mut streams = Vec::new();
+    loop {
+        let mut head = [0u8; 9];
+        if stream.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        if stream.read_exact(&mut payload).await.is_err() {
+            return;
+        }
+        if kind == SETTINGS && flags & 1 == 0 {
+            if stream.write_all(&h2_frame(SETTINGS, 1, 0, &[])).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if kind != HEADERS {
+            continue;
+        }
+        log.lock().unwrap()[index] += 1;
+        streams.push(id);
+        let reply = match (second, streams.len()) {
+            (Some(_), 1) => continue,
+            (Some(second), 2) => {
+                let mut out = ok(streams[0]);
+                let goaway = |last: u32| {
+                    let mut payload = last.to_be_bytes().to_vec();
+                    payload.extend(0u32.to_be_bytes()); // NO_ERROR
+                    h2_frame(GOAWAY, 0, 0, &payload)
+                };
+                match second {
+                    SecondStream::GoawayAfterFirst => out.extend(goaway(streams[0])),
+                    SecondStream::GoawayAfterSecond => out.extend(goaway(streams[1])),
+                    SecondStream::Reset(code) => {
+                        out.extend(h2_frame(RST_STREAM, 0, streams[1], &code.to_be_bytes()));
+                        if stream.write_all(&out).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+                let _ = stream.write_all(&out).await;
+                // A FIN after the GOAWAY, as a server that finished would.
+                let _ = stream.shutdown().await;
+                return;
+            }
+            _ => ok(id),
+        };
+        if stream.write_all(&reply).await.is_err() {
+            return;
+        }
+    }
+}
