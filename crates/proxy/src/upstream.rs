@@ -57,9 +57,14 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-/// Whether the app said it did not process a request, so sending it again cannot act twice
-/// (RFC 9113 section 8.7): an HTTP/2 stream refused with REFUSED_STREAM, or left out of a
-/// graceful GOAWAY (h2 fails only the streams above the GOAWAY's last stream ID that way).
+/// Whether a request surely did not reach the app, so sending it again cannot act twice:
+/// - the app refused it unprocessed (RFC 9113 section 8.7): an HTTP/2 stream reset with
+///   REFUSED_STREAM, or left out of a graceful GOAWAY (h2 fails only the streams above the
+///   GOAWAY's last stream ID that way);
+/// - it was still queued in hyper's client when that connection's task ended (a GOAWAY closes
+///   the connection while requests wait for one of its streams). hyper tells this apart only by
+///   its text; should the text change, such requests get a 502 again rather than a resend.
+///
 /// Anything else, a reset connection included, may have reached the app.
 pub(crate) fn never_processed(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(err);
@@ -72,7 +77,16 @@ pub(crate) fn never_processed(err: &(dyn std::error::Error + 'static)) -> bool {
                     _ => false,
                 };
         }
+        if let Some(hyper) = err.downcast_ref::<hyper::Error>()
+            && hyper.is_user()
+            && hyper.to_string() == HYPER_DISPATCH_GONE
+        {
+            return true;
+        }
         source = err.source();
     }
     false
 }
+
+/// hyper's text for a request dropped from its queue when the connection's task ended.
+const HYPER_DISPATCH_GONE: &str = "dispatch task is gone";

@@ -187,3 +187,50 @@ async fn an_h2_request_the_app_may_have_processed_is_not_sent_again() {
         assert_eq!(app.requests(), [2], "{second:?}: nothing reached the app twice");
     }
 }
+
+/// Requests queued in the proxy for an app connection that closes before taking them (here: the
+/// app allows one stream at a time, then sends GOAWAY) never reached the app, so they go on a
+/// new connection.
+#[tokio::test]
+async fn h2_requests_queued_for_a_closing_app_connection_are_sent_on_a_new_one() {
+    let app = H2App::start(SecondStream::OneAtATime).await;
+    let proxy = Proxy::start(app.addr, &[]).await;
+    let stream = TcpStream::connect(proxy.inbound).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let send = |path: &'static str| {
+        let mut sender = sender.clone();
+        tokio::spawn(async move {
+            let request = Request::get(format!("http://app{path}")).body(Empty::<Bytes>::new()).unwrap();
+            sender.send_request(request).await.map(|r| r.status().as_u16()).unwrap_or(0)
+        })
+    };
+    let first = send("/first");
+    eventually("the first request to reach the app", 5 * SECOND, async || {
+        (app.requests() == [1]).then_some(())
+    })
+    .await;
+    // The app's one stream is taken: these wait in the proxy.
+    let queued: Vec<_> = ["/second", "/third", "/fourth"].into_iter().map(send).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(app.requests(), [1], "the app allows one stream at a time");
+    app.release();
+    let mut statuses = vec![first.await.unwrap()];
+    for request in queued {
+        statuses.push(tokio::time::timeout(5 * SECOND, request).await.expect("answered").unwrap());
+    }
+    assert_eq!(
+        statuses,
+        [200; 4],
+        "app connections: {:?}\n{}",
+        app.requests(),
+        proxy.logs().lines().filter(|l| l.contains("lameduck_proxy::")).collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(
+        app.requests().iter().sum::<usize>(),
+        4,
+        "each request reached the app once: {:?}",
+        app.requests()
+    );
+}

@@ -587,6 +587,10 @@ pub enum SecondStream {
     GoawayAfterSecond,
     /// Resets the second request's stream with this error code and goes on serving.
     Reset(u32),
+    /// Allows one stream at a time (SETTINGS_MAX_CONCURRENT_STREAMS 1), so later requests wait
+    /// in the proxy; answers the first when [`H2App::release`] is called, with a GOAWAY that
+    /// covers only it, and closes.
+    OneAtATime,
 }
 
 /// An HTTP/2 app written frame by frame, so a test decides exactly which streams a GOAWAY or a
@@ -597,6 +601,7 @@ pub struct H2App {
     pub addr: SocketAddr,
     /// Requests (HEADERS frames) each connection received, in connection order.
     pub requests: Arc<std::sync::Mutex<Vec<usize>>>,
+    release: Arc<tokio::sync::Notify>,
 }
 
 /// HTTP/2 error codes (RFC 9113 section 7).
@@ -609,6 +614,8 @@ impl H2App {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = Arc::clone(&requests);
+        let release = Arc::new(tokio::sync::Notify::new());
+        let released = Arc::clone(&release);
         tokio::spawn(async move {
             let mut first = true;
             loop {
@@ -620,10 +627,15 @@ impl H2App {
                 };
                 let second = first.then_some(second);
                 first = false;
-                tokio::spawn(h2_serve(stream, Arc::clone(&log), index, second));
+                tokio::spawn(h2_serve(stream, Arc::clone(&log), index, second, Arc::clone(&released)));
             }
         });
-        Self { addr, requests }
+        Self { addr, requests, release }
+    }
+
+    /// Lets a [`SecondStream::OneAtATime`] app answer its first request.
+    pub fn release(&self) {
+        self.release.notify_one();
     }
 
     pub fn requests(&self) -> Vec<usize> {
@@ -645,6 +657,7 @@ async fn h2_serve(
     log: Arc<std::sync::Mutex<Vec<usize>>>,
     index: usize,
     second: Option<SecondStream>,
+    release: Arc<tokio::sync::Notify>,
 ) {
     const HEADERS: u8 = 1;
     const RST_STREAM: u8 = 3;
@@ -658,9 +671,17 @@ async fn h2_serve(
     if stream.read_exact(&mut preface).await.is_err() {
         return;
     }
-    if stream.write_all(&h2_frame(SETTINGS, 0, 0, &[])).await.is_err() {
+    let one_at_a_time = matches!(second, Some(SecondStream::OneAtATime));
+    // SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = 1.
+    let settings: &[u8] = if one_at_a_time { &[0, 3, 0, 0, 0, 1] } else { &[] };
+    if stream.write_all(&h2_frame(SETTINGS, 0, 0, settings)).await.is_err() {
         return;
     }
+    let goaway = |last: u32| {
+        let mut payload = last.to_be_bytes().to_vec();
+        payload.extend(0u32.to_be_bytes()); // NO_ERROR
+        h2_frame(GOAWAY, 0, 0, &payload)
+    };
     let mut streams = Vec::new();
     loop {
         let mut head = [0u8; 9];
@@ -686,17 +707,21 @@ async fn h2_serve(
         log.lock().unwrap()[index] += 1;
         streams.push(id);
         let reply = match (second, streams.len()) {
+            (Some(SecondStream::OneAtATime), _) => {
+                release.notified().await;
+                let mut out = ok(id);
+                out.extend(goaway(id));
+                let _ = stream.write_all(&out).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
             (Some(_), 1) => continue,
             (Some(second), 2) => {
                 let mut out = ok(streams[0]);
-                let goaway = |last: u32| {
-                    let mut payload = last.to_be_bytes().to_vec();
-                    payload.extend(0u32.to_be_bytes()); // NO_ERROR
-                    h2_frame(GOAWAY, 0, 0, &payload)
-                };
                 match second {
                     SecondStream::GoawayAfterFirst => out.extend(goaway(streams[0])),
                     SecondStream::GoawayAfterSecond => out.extend(goaway(streams[1])),
+                    SecondStream::OneAtATime => unreachable!("answered above"),
                     SecondStream::Reset(code) => {
                         out.extend(h2_frame(RST_STREAM, 0, streams[1], &code.to_be_bytes()));
                         if stream.write_all(&out).await.is_err() {
