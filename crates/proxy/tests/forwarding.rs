@@ -146,18 +146,8 @@ async fn connect_to_nothing_is_a_502_not_a_broken_tunnel() {
 async fn two_h2_requests(second: SecondStream) -> (H2App, Vec<u16>) {
     let app = H2App::start(second).await;
     let proxy = Proxy::start(app.addr, &[]).await;
-    let stream = TcpStream::connect(proxy.inbound).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let send = |path: &'static str| {
-        let mut sender = sender.clone();
-        async move {
-            let request = Request::get(format!("http://app{path}")).body(Empty::<Bytes>::new()).unwrap();
-            sender.send_request(request).await.map(|r| r.status().as_u16()).unwrap_or(0)
-        }
-    };
-    let both = async { tokio::join!(send("/a"), send("/b")) };
+    let client = H2::connect(proxy.inbound).await;
+    let both = async { tokio::join!(client.status("/a"), client.status("/b")) };
     let (a, b) = tokio::time::timeout(5 * SECOND, both).await.expect("both requests are answered");
     let mut statuses = vec![a, b];
     statuses.sort_unstable();
@@ -195,16 +185,10 @@ async fn an_h2_request_the_app_may_have_processed_is_not_sent_again() {
 async fn h2_requests_queued_for_a_closing_app_connection_are_sent_on_a_new_one() {
     let app = H2App::start(SecondStream::OneAtATime).await;
     let proxy = Proxy::start(app.addr, &[]).await;
-    let stream = TcpStream::connect(proxy.inbound).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
+    let client = H2::connect(proxy.inbound).await;
     let send = |path: &'static str| {
-        let mut sender = sender.clone();
-        tokio::spawn(async move {
-            let request = Request::get(format!("http://app{path}")).body(Empty::<Bytes>::new()).unwrap();
-            sender.send_request(request).await.map(|r| r.status().as_u16()).unwrap_or(0)
-        })
+        let client = client.clone();
+        tokio::spawn(async move { client.status(path).await })
     };
     let first = send("/first");
     eventually("the first request to reach the app", 5 * SECOND, async || {

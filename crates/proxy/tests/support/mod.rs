@@ -206,6 +206,29 @@ impl H1 {
     }
 }
 
+/// An HTTP/2 client (prior knowledge) on one connection; clones share it.
+#[derive(Clone)]
+pub struct H2 {
+    sender: hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+}
+
+impl H2 {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        Self { sender }
+    }
+
+    /// The status a GET of `http://app{path}` gets; 0 when the request fails.
+    pub async fn status(&self, path: &str) -> u16 {
+        let request = Request::get(format!("http://app{path}")).body(Empty::<Bytes>::new()).unwrap();
+        let mut sender = self.sender.clone();
+        sender.send_request(request).await.map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+}
+
 /// The app behind the proxy: `/` answers at once, `/slow?ms=N` after N ms, `/hang` never; `/echo`,
 /// `/headers`, `/bytes`, `/stream` and `/private-header` are described in [`app`].
 /// Serves HTTP/1 and HTTP/2 (prior knowledge) on one port.
