@@ -151,6 +151,11 @@ impl PrometheusOperator {
         let child = Command::new(&bin)
             .arg(format!("--namespaces={}", namespaces.join(",")))
             .arg(format!("--prometheus-config-reloader={}", config_reloader_image()))
+            // The reloader's default CPU limit is 10m. On this 2-core machine, with the suite's
+            // other pods still stopping, its init container twice stayed silent for the test's
+            // whole 3 minutes before printing its first line. The test is about scraping and
+            // alerts, not about the reloader's limit.
+            .arg("--config-reloader-cpu-limit=0")
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log-level=info")
             .stdin(Stdio::null())
