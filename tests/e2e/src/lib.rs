@@ -64,6 +64,28 @@ pub fn helm(args: &[&str]) -> String {
     text
 }
 
+/// The `helm install` or `upgrade` flags every chart test starts from: the release in `system`,
+/// acting only in `work` (namespaced RBAC), plain logs, each of `sets` as a `--set`, and waiting
+/// up to 3 minutes for it to be ready.
+pub fn chart_flags(system: &str, work: &str, sets: &[&str]) -> Vec<String> {
+    let scope = ["rbac.scope=namespaces", &format!("watchNamespaces={{{work}}}"), "operator.logFormat=plain"]
+        .map(String::from);
+    let mut flags = vec!["--namespace".to_owned(), system.to_owned()];
+    for set in scope.iter().map(String::as_str).chain(sets.iter().copied()) {
+        flags.extend(["--set".to_owned(), set.to_owned()]);
+    }
+    flags.extend(["--wait", "--timeout", "3m"].map(String::from));
+    flags
+}
+
+/// `helm install RELEASE CHART` with [`chart_flags`]; returns helm's output.
+pub fn install_chart(release: &str, system: &str, work: &str, sets: &[&str]) -> String {
+    let flags = chart_flags(system, work, sets);
+    let args: Vec<&str> =
+        ["install", release, "CHART"].into_iter().chain(flags.iter().map(String::as_str)).collect();
+    helm(&args)
+}
+
 /// Installs (or updates) this checkout's CRD as `lameduck crds | kubectl apply --server-side`
 /// would, and waits until the API server serves it.
 pub async fn install_crd(client: Client) {

@@ -20,7 +20,7 @@ use lameduck_api::{
     names::{annotations, containers},
 };
 use lameduck_e2e::{
-    TestNamespace, exit_code, helm, http_get,
+    TestNamespace, exit_code, helm, http_get, install_chart,
     operator::sample_value,
     workloads::{job, job_complete, job_pod, proxy_container},
 };
@@ -71,24 +71,7 @@ async fn helm_install_gives_a_ready_operator_that_finishes_jobs() {
     let release = system.name.clone();
     let fullname = format!("{release}-lameduck");
     let started = Instant::now();
-    helm(&[
-        "install",
-        &release,
-        "CHART",
-        "--namespace",
-        &system.name,
-        "--set",
-        "rbac.scope=namespaces",
-        "--set",
-        &format!("watchNamespaces={{{}}}", work.name),
-        "--set",
-        "operator.logFormat=plain",
-        "--set",
-        "operator.statusInterval=1s",
-        "--wait",
-        "--timeout",
-        "3m",
-    ]);
+    install_chart(&release, &system.name, &work.name, &["operator.statusInterval=1s"]);
     println!("helm install --wait: {:.1}s", started.elapsed().as_secs_f64());
 
     // Two Ready replicas, exactly one of them leading.

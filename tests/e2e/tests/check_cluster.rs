@@ -28,7 +28,7 @@ use lameduck_api::{
     ShutdownPolicy,
     names::{containers, images, labels},
 };
-use lameduck_e2e::{TestNamespace, helm, install_crd};
+use lameduck_e2e::{TestNamespace, helm, install_chart, install_crd};
 use serde_json::{Value, json};
 
 /// No warning is allowed on the healthy install: the cluster's one real node runs v1.34, the
@@ -154,22 +154,7 @@ async fn check_cluster_passes_a_healthy_install_and_fails_the_check_each_break_n
     let release = system.name.clone();
     let fullname = format!("{release}-lameduck");
     let upgrade = ["upgrade", &release, "CHART", "-n", &system.name, "--reuse-values"];
-    helm(&[
-        "install",
-        &release,
-        "CHART",
-        "--namespace",
-        &system.name,
-        "--set",
-        "rbac.scope=namespaces",
-        "--set",
-        &format!("watchNamespaces={{{}}}", work.name),
-        "--set",
-        "operator.logFormat=plain",
-        "--wait",
-        "--timeout",
-        "3m",
-    ]);
+    install_chart(&release, &system.name, &work.name, &[]);
     let installed = Release { name: release.clone(), namespace: system.name.clone() };
     println!("helm install --wait: {:.1}s", started.elapsed().as_secs_f64());
 

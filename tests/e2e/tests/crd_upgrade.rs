@@ -24,7 +24,7 @@ use lameduck_api::{
     policy::shutdown_policy_crd,
 };
 use lameduck_e2e::{
-    TestNamespace, exit_code,
+    TestNamespace, chart_flags, exit_code,
     workloads::{job, job_complete, job_pod, proxy_container},
 };
 use serde_json::json;
@@ -161,19 +161,8 @@ async fn helm_upgrade_from_the_previous_release_upgrades_the_crd_and_keeps_polic
 
     let release = system.name.clone();
     let restore = Restore { release: release.clone(), namespace: system.name.clone() };
-    let values = [
-        "--namespace",
-        &system.name,
-        "--set",
-        "rbac.scope=namespaces",
-        "--set",
-        &format!("watchNamespaces={{{}}}", work.name),
-        "--set",
-        "operator.logFormat=plain",
-        "--wait",
-        "--timeout",
-        "3m",
-    ];
+    let values = chart_flags(&system.name, &work.name, &[]);
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
     let old = old_chart.display().to_string();
     run("helm", &[&["install", &release, &old][..], &values].concat());
 

@@ -18,7 +18,7 @@ use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::Api;
 use lameduck_api::{ShutdownPolicy, names::containers};
 use lameduck_e2e::{
-    TestNamespace, container_status, helm,
+    TestNamespace, container_status, helm, install_chart,
     prometheus::Sample,
     prometheus_operator::{
         OperatedPrometheus, PrometheusOperator, Selection, pod_annotations_job, require_crds,
@@ -64,32 +64,18 @@ async fn the_prometheus_operator_scrapes_the_chart_and_its_stuck_pods_alert_fire
     let release = system.name.clone();
     let fullname = format!("{release}-lameduck");
     let t = Instant::now();
-    helm(&[
-        "install",
+    install_chart(
         &release,
-        "CHART",
-        "--namespace",
         &system.name,
-        "--set",
-        "rbac.scope=namespaces",
-        "--set",
-        &format!("watchNamespaces={{{}}}", work.name),
-        "--set",
-        "operator.logFormat=plain",
-        "--set",
-        "operator.statusInterval=1s",
-        "--set",
-        "metrics.serviceMonitor.interval=2s",
-        "--set",
-        &format!("metrics.serviceMonitor.labels.{SELECT}={}", monitoring.name),
-        "--set",
-        &format!("metrics.prometheusRule.labels.{SELECT}={}", monitoring.name),
-        "--set",
-        &format!("metrics.prometheusRule.for.LameduckStuckPods={STUCK_FOR}"),
-        "--wait",
-        "--timeout",
-        "3m",
-    ]);
+        &work.name,
+        &[
+            "operator.statusInterval=1s",
+            "metrics.serviceMonitor.interval=2s",
+            &format!("metrics.serviceMonitor.labels.{SELECT}={}", monitoring.name),
+            &format!("metrics.prometheusRule.labels.{SELECT}={}", monitoring.name),
+            &format!("metrics.prometheusRule.for.LameduckStuckPods={STUCK_FOR}"),
+        ],
+    );
     println!("helm install --wait: {:.1}s", t.elapsed().as_secs_f64());
 
     let t = Instant::now();
