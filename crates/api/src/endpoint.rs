@@ -74,13 +74,7 @@ fn truth(text: &str) -> Option<bool> {
 
 /// `FLAG[=BOOL]` (or `FLAG BOOL`) on the command line: `--enable-shutdown-endpoint`, say.
 fn flag_value(container: &Container, flag: &str) -> Option<Option<bool>> {
-    let argv: Vec<&str> = container
-        .command
-        .iter()
-        .flatten()
-        .chain(container.args.iter().flatten())
-        .map(String::as_str)
-        .collect();
+    let argv: Vec<&str> = crate::shape::argv(container).collect();
     let mut found = None;
     for (i, arg) in argv.iter().enumerate() {
         if let Some(value) = arg.strip_prefix(flag).and_then(|rest| rest.strip_prefix('=')) {

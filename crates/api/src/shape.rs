@@ -21,6 +21,12 @@ use crate::{
     policy::ProxyProfile,
 };
 
+/// What a container runs: its `command`, then its `args`, as the kubelet joins them when both are
+/// set. (An image's own entrypoint is not in the pod spec, so it is not here.)
+pub fn argv(container: &Container) -> impl Iterator<Item = &str> {
+    container.command.iter().flatten().chain(container.args.iter().flatten()).map(String::as_str)
+}
+
 /// How a sidecar runs in the pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

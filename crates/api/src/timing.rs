@@ -294,7 +294,7 @@ fn proxy_grace(
 
 /// Whether a container's command wraps the app with an await that shuts the proxy down after.
 fn wrapped_with_await_shutdown(container: &Container) -> bool {
-    let argv = container.command.iter().flatten().chain(container.args.iter().flatten());
+    let argv = crate::shape::argv(container);
     let mut saw_await = false;
     for arg in argv {
         let base = arg.rsplit('/').next().unwrap_or(arg);

@@ -221,13 +221,7 @@ struct Flags<'a> {
 
 impl<'a> Flags<'a> {
     fn of(container: &'a Container) -> Self {
-        let tokens = container
-            .command
-            .iter()
-            .flatten()
-            .chain(container.args.iter().flatten())
-            .map(String::as_str)
-            .collect();
+        let tokens = lameduck_api::shape::argv(container).collect();
         let env =
             container.env.iter().flatten().map(|var| (var.name.as_str(), var.value.as_deref())).collect();
         Self { tokens, env }
