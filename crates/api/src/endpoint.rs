@@ -20,6 +20,22 @@ use crate::{
 pub const ENABLE_SHUTDOWN_FLAG: &str = "--enable-shutdown-endpoint";
 /// cloud-sql-proxy's flag that turns `/quitquitquit` on.
 pub const QUITQUITQUIT_FLAG: &str = "--quitquitquit";
+/// lameduck-proxy's flag that names its live settings file.
+const SETTINGS_FILE_FLAG: &str = "--settings-file";
+
+/// Everything [`shutdown_endpoint`] reads of a pod, so that a cache that keeps less of a pod
+/// (the operator's) keeps exactly this: the pod's annotations, ...
+pub const ANNOTATIONS_READ: [&str; 2] =
+    [annotations::ENABLE_SHUTDOWN_ENDPOINT, annotations::LINKERD_ADMIN_SHUTDOWN];
+/// ... the container's env vars ...
+pub const ENV_READ: [&str; 4] = [
+    env::LINKERD_SHUTDOWN_ENDPOINT_ENABLED,
+    env::PROXY_ENABLE_SHUTDOWN_ENDPOINT,
+    env::PROXY_SETTINGS_FILE,
+    env::CLOUD_SQL_PROXY_QUITQUITQUIT,
+];
+/// ... and the flags on its command line (`FLAG`, `FLAG=VALUE` or `FLAG VALUE`).
+pub const FLAGS_READ: [&str; 3] = [ENABLE_SHUTDOWN_FLAG, SETTINGS_FILE_FLAG, QUITQUITQUIT_FLAG];
 
 /// What the pod says about its proxy's shutdown endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,7 +113,7 @@ fn has_settings_file(container: &Container) -> bool {
             .iter()
             .flatten()
             .chain(container.command.iter().flatten())
-            .any(|a| a.starts_with("--settings-file"))
+            .any(|a| a.starts_with(SETTINGS_FILE_FLAG))
 }
 
 /// What `container`, the pod's proxy, says about its shutdown endpoint. `annotations` are the

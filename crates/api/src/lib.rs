@@ -12,6 +12,7 @@ pub mod duration;
 pub mod endpoint;
 pub mod names;
 pub mod policy;
+pub mod powers;
 pub mod prestop;
 pub mod profile;
 pub mod selection;

@@ -107,6 +107,7 @@ pub mod env {
     pub const OPERATOR_ALLOWED_EPHEMERAL_IMAGES: &str = "LAMEDUCK_OPERATOR_ALLOWED_EPHEMERAL_IMAGES";
     /// `lameduck-operator --allow-custom-exec-command`.
     pub const OPERATOR_ALLOW_CUSTOM_EXEC_COMMAND: &str = "LAMEDUCK_OPERATOR_ALLOW_CUSTOM_EXEC_COMMAND";
+    pub const OPERATOR_POLICY_REVIEW: &str = "LAMEDUCK_OPERATOR_POLICY_REVIEW";
     /// `lameduck-operator --exclude-namespace`.
     pub const OPERATOR_EXCLUDE_NAMESPACES: &str = "LAMEDUCK_OPERATOR_EXCLUDE_NAMESPACES";
     /// `lameduck-operator --max-ephemeral-containers`.
@@ -187,6 +188,10 @@ pub mod annotations {
     /// A new attempt (after the proxy restarted or the policy changed) removes `gaveUp`.
     /// Its values are in [`super::shutdown_result`].
     pub const SHUTDOWN_RESULT: &str = "lameduck.io/shutdown-result";
+    /// On a `ShutdownPolicy`: the webhook's stamp (an HMAC over the policy's namespace, name and
+    /// power-bearing fields, keyed by a Secret only the operator reads). The operator honours
+    /// power-bearing fields only where the stamp matches.
+    pub const POLICY_REVIEW: &str = "lameduck.io/policy-review";
     /// The `ShutdownPolicy` whose drain settings the webhook applied to a pod.
     pub const POLICY: &str = "lameduck.io/policy";
     /// Drain settings the webhook writes for the proxy's downward-API settings file.
@@ -288,6 +293,9 @@ pub mod events {
     pub const DRY_RUN: &str = "DryRunWouldShutDown";
     /// The attempt annotation could not be read; the pod is left alone (Warning).
     pub const INVALID_ATTEMPT_LOG: &str = "InvalidAttemptLog";
+    /// Deciding or acting on the pod panicked: a bug in lameduck, caught; the operator and its
+    /// webhook stay up and look at the pod again after a backoff (Warning).
+    pub const RECONCILE_PANICKED: &str = "ReconcilePanicked";
     /// The `action` of events about admission.
     pub const ACTION_ADMIT: &str = "AdmitPod";
     /// A policy selects the pod but the webhook did not apply it (down, or `failurePolicy:
@@ -301,6 +309,10 @@ pub mod webhook {
     pub const MUTATE_PODS_PATH: &str = "/mutate-pods";
     /// Where the API server sends ShutdownPolicy admission reviews.
     pub const VALIDATE_POLICIES_PATH: &str = "/validate-shutdownpolicies";
+    /// Where the API server sends ShutdownPolicy writes to be reviewed and stamped.
+    pub const MUTATE_POLICIES_PATH: &str = "/mutate-shutdownpolicies";
+    /// The policy-stamping webhook's name in the MutatingWebhookConfiguration.
+    pub const STAMPING_WEBHOOK: &str = "review.shutdownpolicies.lameduck.io";
     /// The webhook's name in the MutatingWebhookConfiguration.
     pub const MUTATING_WEBHOOK: &str = "pods.lameduck.io";
     /// The webhook's name in the ValidatingWebhookConfiguration.
@@ -319,6 +331,9 @@ pub mod webhook {
     pub const CA_KEY_KEY: &str = "ca.key";
     pub const TLS_CERT_KEY: &str = "tls.crt";
     pub const TLS_KEY_KEY: &str = "tls.key";
+    /// Secret key: the key of the policies' review stamps (32 random bytes, made once by the
+    /// leader and kept across certificate renewals).
+    pub const REVIEW_KEY_KEY: &str = "policy-review.key";
 }
 
 /// Labels lameduck puts on what it creates.

@@ -132,15 +132,18 @@ pub struct ProxySpec {
         .message("containerName must be a DNS label: lower-case letters, digits and '-'"))]
     #[schemars(length(max = 63))]
     pub container_name: Option<String>,
-    /// Port of the proxy's admin server (`/shutdown`, `/ready`).
+    /// Port of the proxy's admin server (`/shutdown`, `/ready`). Another port than the profile's
+    /// needs the policy's author to hold `create pods/portforward`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 65535")
         .message("adminPort must be between 1 and 65535"))]
     pub admin_port: Option<i32>,
-    /// Path that shuts the proxy down when POSTed from loopback.
+    /// Path that shuts the proxy down when POSTed from loopback: an absolute URI path of RFC 3986
+    /// characters (unreserved, sub-delims, `:`, `@`, `/` and `%XX` escapes; no query). Another
+    /// path than the profile's needs the policy's author to hold `create pods/portforward`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = kube::core::Rule::new("self.startsWith('/')")
-        .message("shutdownPath must start with '/'"))]
+    #[x_kube(validation = kube::core::Rule::new(SHUTDOWN_PATH_RULE)
+        .message("shutdownPath must be an absolute URI path: '/' then letters, digits, -._~!$&'()*+,;=:@/ or %XX escapes"))]
     #[schemars(length(max = 256))]
     pub shutdown_path: Option<String>,
     /// Command run in the proxy container by the `Exec` method, instead of the profile's. The
@@ -167,6 +170,11 @@ pub struct SidecarSpec {
     #[schemars(length(max = 4))]
     pub methods: Option<Vec<ShutdownMethod>>,
 }
+
+/// The CEL rule for `shutdownPath` (RFC 3986 `path-absolute`, with `%XX` escapes): what the
+/// operator then puts in a request line is always a valid URI path.
+pub const SHUTDOWN_PATH_RULE: &str =
+    r#"self.matches("^/([A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f][0-9A-Fa-f])*$")"#;
 
 // CEL over `spec.sidecars`. An entry's container is its `containerName`, else its profile's
 // (`sidecar_names_match_the_profiles` checks the map against `ProxyProfile::container_name`).

@@ -53,6 +53,25 @@ pub const KNOWN_SIDECARS: [(&str, ProxyProfile); 4] = [
     (containers::CLOUD_SQL_PROXY, ProxyProfile::CloudSqlProxy),
 ];
 
+/// A mesh whose injector lameduck recognises without a policy (`--default-profile auto`): the
+/// annotation its injector leaves on every pod it injects, and the profile of the proxy it adds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Injector {
+    /// The annotation every injected pod carries.
+    pub mark: &'static str,
+    /// The proxy it injects (its container name is the profile's).
+    pub profile: ProxyProfile,
+}
+
+/// The injectors lameduck recognises. [`PodShape::injected_mesh`] and the operator's pod cache
+/// (which must keep each `mark`) both read this table.
+pub const INJECTORS: [Injector; 2] = [
+    // Linkerd's proxy-injector: `linkerd.io/proxy-version` on every pod it injects.
+    Injector { mark: annotations::LINKERD_PROXY_VERSION, profile: ProxyProfile::Linkerd },
+    // Istio's sidecar injector: `sidecar.istio.io/status` (the injected containers, as JSON).
+    Injector { mark: annotations::ISTIO_SIDECAR_STATUS, profile: ProxyProfile::Istio },
+];
+
 /// The profile a container of this name is known to be, if any.
 pub fn known_sidecar(name: &str) -> Option<ProxyProfile> {
     KNOWN_SIDECARS.iter().find(|(known, _)| *known == name).map(|(_, profile)| *profile)
@@ -174,16 +193,13 @@ impl<'a> PodShape<'a> {
     /// Istio's sidecar-status) and its proxy container both there. `None` for anything else,
     /// however its containers are named.
     pub fn injected_mesh(&self) -> Option<ProxyProfile> {
-        [
-            (annotations::LINKERD_PROXY_VERSION, ProxyProfile::Linkerd),
-            (annotations::ISTIO_SIDECAR_STATUS, ProxyProfile::Istio),
-        ]
-        .into_iter()
-        .find(|(annotation, profile)| {
-            self.annotations.contains_key(*annotation)
-                && profile.container_name().is_some_and(|name| self.container(name).is_some())
-        })
-        .map(|(_, profile)| profile)
+        INJECTORS
+            .iter()
+            .find(|injector| {
+                self.annotations.contains_key(injector.mark)
+                    && injector.profile.container_name().is_some_and(|name| self.container(name).is_some())
+            })
+            .map(|injector| injector.profile)
     }
 
     /// The main containers: every regular container that is not one of `sidecars` and not a

@@ -13,11 +13,16 @@ use crate::{
     controller::applied::{Fallback, default_spec},
     leader::LeaseSettings,
     powers::Limits,
+    review::Mode,
     webhook::certs::CertSettings,
     webhook::secret::CertConfig,
 };
 
+/// Namespaces the operator never watches, whatever `--exclude-namespace` says.
+pub const ALWAYS_EXCLUDED: [&str; 1] = ["kube-system"];
+
 /// Finishes run-to-completion pods whose main containers exited while sidecars run.
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "lameduck-operator", version)]
 pub struct Cli {
@@ -49,7 +54,14 @@ pub struct Cli {
     /// Run a policy's proxy.execCommand; without it, policies that set one are refused.
     #[arg(long, env = env::OPERATOR_ALLOW_CUSTOM_EXEC_COMMAND)]
     pub allow_custom_exec_command: bool,
-    /// Never watch or act in these namespaces (repeat the flag or separate with commas).
+    /// `required`: a policy's power-bearing fields (another container, port, path, command or
+    /// image than its profile's) count only where the webhook's review stamp matches them.
+    /// `off` trusts every stored policy: only for an operator without its webhook whose
+    /// policies are written by whoever runs it.
+    #[arg(long, env = env::OPERATOR_POLICY_REVIEW, value_enum, default_value_t = Mode::Required, value_name = "MODE")]
+    pub policy_review: Mode,
+    /// Never watch or act in these namespaces (repeat the flag or separate with commas), beside
+    /// kube-system, which is always left out.
     #[arg(long = "exclude-namespace", env = env::OPERATOR_EXCLUDE_NAMESPACES, value_delimiter = ',', value_name = "NS")]
     pub exclude_namespaces: Vec<String>,
     /// The most ephemeral containers lameduck adds to one pod (they can never be removed).
@@ -142,6 +154,7 @@ pub struct Config {
     pub ephemeral_image: String,
     pub limits: Limits,
     pub exclude_namespaces: Vec<String>,
+    pub policy_review: Mode,
     pub max_ephemeral_containers: u32,
     pub concurrency: u16,
     pub concurrency_per_namespace: usize,
@@ -209,6 +222,10 @@ impl Cli {
         }
         for namespace in self.namespaces.iter().filter(|ns| self.exclude_namespaces.contains(ns)) {
             errors.push(format!("--exclude-namespace: {namespace:?} is also given to --namespace"));
+        }
+        for namespace in self.namespaces.iter().filter(|ns| ALWAYS_EXCLUDED.contains(&ns.as_str())) {
+            errors
+                .push(format!("--namespace: {namespace:?} is never watched (the cluster's own components)"));
         }
         if self.concurrency == 0 {
             errors.push("--concurrency: must be at least 1".to_owned());
@@ -349,7 +366,19 @@ impl Cli {
                     }),
                 allow_custom_exec_command: self.allow_custom_exec_command,
             },
-            exclude_namespaces: self.exclude_namespaces.clone(),
+            // Whatever the flag says: a chart value that overrides its list must not let the
+            // operator act on the cluster's own components.
+            exclude_namespaces: ALWAYS_EXCLUDED
+                .iter()
+                .map(|ns| (*ns).to_owned())
+                .chain(self.exclude_namespaces.iter().cloned())
+                .fold(Vec::new(), |mut all, ns| {
+                    if !all.contains(&ns) {
+                        all.push(ns);
+                    }
+                    all
+                }),
+            policy_review: self.policy_review,
             max_ephemeral_containers: self.max_ephemeral_containers,
             concurrency: self.concurrency,
             concurrency_per_namespace,
@@ -380,6 +409,7 @@ mod tests {
         assert_eq!(config.lease.namespace, "lameduck");
         assert_eq!(config.lease.identity, "op-0");
         assert_eq!(config.lease.duration_secs, 15);
+        assert_eq!(config.exclude_namespaces, ["kube-system"], "kube-system is always left out");
         assert_eq!(config.ephemeral_image, images::PROXY);
         assert_eq!(config.limits.allowed_images, [images::PROXY]);
         assert!(!config.limits.allow_custom_exec_command);

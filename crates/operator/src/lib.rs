@@ -11,8 +11,12 @@
 //! - [`audit`]: the watch of admitted pods that finds the ones the webhook missed.
 //!
 //! Beside them: the command line, metrics, events, leader election, the servers' shared limits,
-//! and [`powers`], what a policy may make the operator do.
+//! [`powers`], what a policy may make the operator do, and [`review`], the webhook's stamp on the
+//! policies it reviewed.
 #![forbid(unsafe_code)]
+// Nothing that came from the API server, a pod, a policy or a client may panic this process: no
+// unwrap or expect outside tests (clippy.toml allows them there).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 /// Makes a slim pod type (a struct with a `metadata: ObjectMeta` field that deserializes only
 /// part of a Pod) a `kube::Resource` for core/v1 pods, so kube's watches can read pods as it.
@@ -54,6 +58,7 @@ pub mod leader;
 pub mod metrics;
 pub mod packed_labels;
 pub mod powers;
+pub mod review;
 pub mod server;
 pub mod status;
 pub mod webhook;

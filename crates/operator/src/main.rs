@@ -1,6 +1,9 @@
 //! `lameduck-operator`: watches run-to-completion pods, stops their sidecars once the main
 //! containers have exited, reports.
 #![forbid(unsafe_code)]
+// Nothing that came from the API server, a pod, a policy or a client may panic this process: no
+// unwrap or expect outside tests (clippy.toml allows them there).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     process::ExitCode,
@@ -26,7 +29,7 @@ use kube::{
         watcher,
     },
 };
-use lameduck_api::{ShutdownPolicy, build, names::env};
+use lameduck_api::{ShutdownPolicy, ShutdownPolicySpec, build, names::env};
 use lameduck_operator::{
     admin,
     audit::pod::AdmittedPod,
@@ -43,6 +46,7 @@ use lameduck_operator::{
     leader,
     metrics::Metrics,
     powers::{self, Power},
+    review::{self, PolicyReview},
     status::writer::{self as status, Scope},
     webhook::admission::PodLabels,
     webhook::{
@@ -140,10 +144,15 @@ fn with_fields(config: watcher::Config, fields: &Option<String>) -> watcher::Con
 }
 
 async fn terminated() {
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    match tokio::signal::unix::signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        },
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot handle SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -180,11 +189,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         format!("leader election on Lease {}/{}", config.lease.namespace, config.lease.name)
     })?;
     let publisher = Publisher::new(client.clone(), config.lease.identity.clone());
+    // The webhook stamps the policies it reviewed with this key (from its Secret); the
+    // reconciler and the status loop check the stamps.
+    let review = Arc::new(PolicyReview::new(config.policy_review));
+    if config.policy_review == review::Mode::Required && config.webhook.is_none() {
+        tracing::warn!(
+            "--policy-review required without the webhook: no policy can be reviewed, so policies that \
+            ask for another container, port, path, command or image than their profile's are not acted on"
+        );
+    }
     let settings = Settings {
         dry_run: config.dry_run,
         default: config.default.clone(),
         ephemeral_image: config.ephemeral_image.clone(),
         limits: config.limits.clone(),
+        review: review.clone(),
         max_ephemeral_containers: config.max_ephemeral_containers,
         concurrency_per_namespace: config.concurrency_per_namespace,
     };
@@ -300,6 +319,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             &election.is_leader,
             &metrics,
             config.status_interval,
+            &review,
         )?),
         _ => None,
     };
@@ -342,6 +362,7 @@ struct Caches {
     policies: Vec<reflector::Store<ShutdownPolicy>>,
     pods: Arc<PodIndex>,
     reviews: Api<SubjectAccessReview>,
+    stamps: Arc<PolicyReview>,
 }
 
 impl Knowledge for Caches {
@@ -351,6 +372,10 @@ impl Knowledge for Caches {
 
     fn pods_in(&self, namespace: &str) -> Vec<PodLabels> {
         self.pods.labels_in(namespace)
+    }
+
+    fn stamp(&self, namespace: &str, name: &str, spec: &ShutdownPolicySpec) -> Option<String> {
+        self.stamps.stamp(namespace, name, spec)
     }
 
     fn may<'a>(
@@ -388,6 +413,7 @@ fn start_webhook(
     is_leader: &watch::Receiver<bool>,
     metrics: &Metrics,
     export_interval: Duration,
+    review: &Arc<PolicyReview>,
 ) -> anyhow::Result<Arc<ServingCert>> {
     let serving = Arc::new(ServingCert::default());
     let tls = webhook::tls_config(serving.clone()).context("webhook TLS configuration")?;
@@ -397,12 +423,14 @@ fn start_webhook(
         policies: policies.clone(),
         pods: index.clone(),
         reviews: Api::all(client.clone()),
+        stamps: review.clone(),
     });
     tokio::spawn(webhook::serve(listener, tls, caches, metrics.clone()));
     tokio::spawn(webhook_certs::run(
         client.clone(),
         config.certs.clone(),
         serving.clone(),
+        review.clone(),
         is_leader.clone(),
         metrics.clone(),
     ));

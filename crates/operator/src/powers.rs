@@ -1,43 +1,20 @@
 //! What a `ShutdownPolicy` can direct the operator to do beyond the built-in profiles, and the
-//! operator's own limits on it. Pure.
+//! operator's own limits on it. Pure. Which fields bear which power is `lameduck_api::powers`.
 //!
 //! The operator holds `pods/exec` and `pods/ephemeralcontainers` in every namespace it watches;
 //! a policy must not lend them to an author who lacks them. Two guards, each enough alone:
 //! - the validating webhook asks the API server whether the author holds each power the spec
 //!   asks for ([`requested`]) and refuses the policy otherwise;
-//! - the operator refuses to act on a policy that asks for what its flags do not allow
-//!   ([`refusal`]), so a policy admitted while the webhook was down still grants nothing.
+//! - the operator honours those fields only on a policy the webhook reviewed (its stamp,
+//!   `crate::review`), and refuses to act on a policy that asks for what its flags do not allow
+//!   ([`refusal`]), so a policy stored while the webhook was down or removed grants nothing.
 
 use k8s_openapi::api::{
     authentication::v1::UserInfo,
     authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
 };
+pub use lameduck_api::powers::{Power, Request, requested};
 use lameduck_api::{ShutdownMethod, ShutdownPolicySpec, Sidecar};
-
-/// A power over other workloads' pods that a policy can ask the operator to use for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Power {
-    /// Running a command in a container (`create pods/exec`).
-    Exec,
-    /// Adding an ephemeral container (`patch pods/ephemeralcontainers`).
-    EphemeralContainers,
-}
-
-impl Power {
-    /// The verb and subresource of `pods` an author needs, as a SubjectAccessReview asks.
-    pub const fn verb_and_subresource(self) -> (&'static str, &'static str) {
-        match self {
-            Self::Exec => ("create", "exec"),
-            Self::EphemeralContainers => ("patch", "ephemeralcontainers"),
-        }
-    }
-
-    /// As `kubectl auth can-i` would name it.
-    pub fn describe(self) -> String {
-        let (verb, subresource) = self.verb_and_subresource();
-        format!("{verb} pods/{subresource}")
-    }
-}
 
 /// The question for the API server: may `user` use `power` on the pods of `namespace`?
 pub fn access_review(user: &UserInfo, namespace: &str, power: Power) -> SubjectAccessReview {
@@ -62,13 +39,6 @@ pub fn access_review(user: &UserInfo, namespace: &str, power: Power) -> SubjectA
     }
 }
 
-/// One power a spec asks for, and the field that asks.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Request {
-    pub field: String,
-    pub power: Power,
-}
-
 /// Whether completion runs `method` on `sidecar`.
 fn uses(spec: &ShutdownPolicySpec, sidecar: &Sidecar, method: ShutdownMethod) -> bool {
     spec.completion.enabled && sidecar.methods.contains(&method)
@@ -82,38 +52,6 @@ fn uses_containers(spec: &ShutdownPolicySpec, sidecar: &Sidecar) -> bool {
 fn custom_exec_command(sidecar: &Sidecar) -> bool {
     let proxy = &sidecar.proxy;
     proxy.exec_command.is_some() && proxy.exec_command != proxy.profile.exec_command(proxy.admin_port)
-}
-
-/// The powers `spec` asks for beyond what every policy gets. A policy that keeps each sidecar
-/// to its profile's container and command, and to the operator's image, asks for none: the
-/// operator's own calls then reach only those containers, in the ways the profiles define.
-/// (`Custom` has no container of its own: naming one asks for the powers its methods use.)
-pub fn requested(spec: &ShutdownPolicySpec) -> Vec<Request> {
-    let mut requests = Vec::new();
-    let mut ask = |field: String, power| {
-        let request = Request { field, power };
-        if !requests.contains(&request) {
-            requests.push(request);
-        }
-    };
-    let sidecars = spec.sidecars();
-    for sidecar in &sidecars {
-        if custom_exec_command(sidecar) && uses(spec, sidecar, ShutdownMethod::Exec) {
-            ask(format!("{}.execCommand", sidecar.field), Power::Exec);
-        }
-        if sidecar.proxy.profile.container_name() != Some(sidecar.proxy.container_name.as_str()) {
-            if uses(spec, sidecar, ShutdownMethod::Exec) {
-                ask(format!("{}.containerName", sidecar.field), Power::Exec);
-            }
-            if uses_containers(spec, sidecar) {
-                ask(format!("{}.containerName", sidecar.field), Power::EphemeralContainers);
-            }
-        }
-    }
-    if spec.completion.ephemeral_image.is_some() && sidecars.iter().any(|s| uses_containers(spec, s)) {
-        ask("spec.completion.ephemeralImage".to_owned(), Power::EphemeralContainers);
-    }
-    requests
 }
 
 /// The operator's own limits on policies (its flags).
@@ -133,8 +71,14 @@ pub struct Refusal {
     pub field: String,
     /// The label of `lameduck_policies_refused{reason}`: bounded.
     pub reason: &'static str,
+    /// The reason of the policy's `Ready=False` condition.
+    pub condition: &'static str,
     pub message: String,
 }
+
+/// The reason of a `Ready` condition that is `False` because the operator's flags refuse what
+/// the policy asks for.
+pub const REFUSED: &str = "Refused";
 
 /// Why the operator refuses `spec`, if it does.
 pub fn refusal(spec: &ShutdownPolicySpec, limits: &Limits) -> Option<Refusal> {
@@ -146,6 +90,7 @@ pub fn refusal(spec: &ShutdownPolicySpec, limits: &Limits) -> Option<Refusal> {
         return Some(Refusal {
             field: "spec.completion.ephemeralImage".to_owned(),
             reason: "ephemeral_image",
+            condition: REFUSED,
             message: format!(
                 "spec.completion.ephemeralImage: {image:?} is not among the operator's allowed images \
                  (--allowed-ephemeral-image: {}); remove the field to use the operator's own image",
@@ -167,13 +112,15 @@ pub fn refusal(spec: &ShutdownPolicySpec, limits: &Limits) -> Option<Refusal> {
             ),
             field,
             reason: "exec_command",
+            condition: REFUSED,
         });
     }
     None
 }
 
 /// Every label `refusal` can give, so the gauge shows zeros too.
-pub const REFUSAL_REASONS: [&str; 2] = ["ephemeral_image", "exec_command"];
+pub const REFUSAL_REASONS: [&str; 3] =
+    ["ephemeral_image", "exec_command", crate::review::NOT_REVIEWED_REASON];
 
 #[cfg(test)]
 mod tests {
@@ -181,74 +128,6 @@ mod tests {
 
     fn spec(yaml: &str) -> ShutdownPolicySpec {
         serde_yaml_ng::from_str(yaml).unwrap()
-    }
-
-    #[test]
-    fn a_policy_that_keeps_to_its_profile_asks_for_nothing() {
-        assert_eq!(requested(&spec("{}")), []);
-        assert_eq!(
-            requested(&spec("{proxy: {profile: Lameduck, containerName: lameduck-proxy, adminPort: 9000}}")),
-            []
-        );
-    }
-
-    #[test]
-    fn custom_commands_containers_and_images_ask_for_the_powers_they_use() {
-        let exec = requested(&spec("{proxy: {execCommand: [/bin/sh, -c, 'cat /etc/shadow']}}"));
-        assert_eq!(exec, [Request { field: "spec.proxy.execCommand".into(), power: Power::Exec }]);
-
-        let other = requested(&spec("{proxy: {profile: Custom, containerName: app}}"));
-        assert_eq!(
-            other,
-            [
-                Request { field: "spec.proxy.containerName".into(), power: Power::Exec },
-                Request { field: "spec.proxy.containerName".into(), power: Power::EphemeralContainers },
-            ]
-        );
-        let signal_only = requested(&spec("{proxy: {containerName: app}, completion: {methods: [Signal]}}"));
-        assert_eq!(
-            signal_only,
-            [Request { field: "spec.proxy.containerName".into(), power: Power::EphemeralContainers }]
-        );
-
-        let image = requested(&spec(
-            "{completion: {ephemeralImage: 'evil/debug:latest', methods: [EphemeralContainer]}}",
-        ));
-        assert_eq!(
-            image,
-            [Request { field: "spec.completion.ephemeralImage".into(), power: Power::EphemeralContainers }]
-        );
-        // Fields whose methods are not used ask for nothing.
-        assert_eq!(requested(&spec("{completion: {ephemeralImage: x, methods: [PortForward]}}")), []);
-        assert_eq!(requested(&spec("{proxy: {execCommand: [x]}, completion: {methods: [Signal]}}")), []);
-        assert_eq!(requested(&spec("{proxy: {execCommand: [x]}, completion: {enabled: false}}")), []);
-        assert_eq!(Power::EphemeralContainers.describe(), "patch pods/ephemeralcontainers");
-    }
-
-    #[test]
-    fn each_sidecar_asks_for_what_its_own_methods_use_on_it() {
-        let policy = spec(
-            "{completion: {methods: [PortForward]}, sidecars: [
-               {profile: Custom, containerName: log-agent, methods: [Signal]},
-               {profile: CloudSqlProxy},
-               {profile: Custom, containerName: vault-agent, execCommand: [/bin/quit], methods: [Exec]},
-               {profile: Lameduck, methods: [Exec, EphemeralContainer]}]}",
-        );
-        assert_eq!(
-            requested(&policy),
-            [
-                Request { field: "spec.sidecars[0].containerName".into(), power: Power::EphemeralContainers },
-                Request { field: "spec.sidecars[2].execCommand".into(), power: Power::Exec },
-                Request { field: "spec.sidecars[2].containerName".into(), power: Power::Exec },
-            ]
-        );
-        let refused = refusal(&policy, &Limits::default()).expect("a custom exec command is refused");
-        assert_eq!(
-            (refused.field.as_str(), refused.reason),
-            ("spec.sidecars[2].execCommand", "exec_command")
-        );
-        // With `sidecars`, `proxy` does not take part in completion.
-        assert_eq!(requested(&spec("{proxy: {execCommand: [x]}, sidecars: [{profile: Lameduck}]}")), []);
     }
 
     #[test]
@@ -267,6 +146,11 @@ mod tests {
             (Some("shop"), Some("patch"), Some("pods"))
         );
         assert_eq!(attributes.subresource.as_deref(), Some("ephemeralcontainers"));
+        let forward = access_review(&user, "shop", Power::PortForward).spec.resource_attributes.unwrap();
+        assert_eq!(
+            (forward.verb.as_deref(), forward.subresource.as_deref()),
+            (Some("create"), Some("portforward"))
+        );
     }
 
     #[test]
@@ -284,10 +168,18 @@ mod tests {
         let exec = refusal(&spec("{proxy: {execCommand: [x]}}"), &limits).unwrap();
         assert_eq!((exec.field.as_str(), exec.reason), ("spec.proxy.execCommand", "exec_command"));
         assert!(exec.message.contains("--allow-custom-exec-command"));
-        let allowed = Limits { allow_custom_exec_command: true, ..limits };
+        let allowed = Limits { allow_custom_exec_command: true, ..limits.clone() };
         assert_eq!(refusal(&spec("{proxy: {execCommand: [x]}}"), &allowed), None);
         for reason in [image.reason, exec.reason] {
             assert!(REFUSAL_REASONS.contains(&reason));
         }
+        let sidecars = spec(
+            "{sidecars: [{profile: Custom, containerName: vault-agent, execCommand: [/bin/quit], methods: [Exec]}]}",
+        );
+        let refused = refusal(&sidecars, &limits).expect("a custom exec command is refused");
+        assert_eq!(
+            (refused.field.as_str(), refused.reason),
+            ("spec.sidecars[0].execCommand", "exec_command")
+        );
     }
 }

@@ -58,6 +58,19 @@ pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// again soon after file descriptors are freed.
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// A response with `status`, a `Content-Type` and `body`. Built from parts, so that no value can
+/// make it fail.
+pub fn response(
+    status: http::StatusCode,
+    content_type: &'static str,
+    body: bytes::Bytes,
+) -> Response<http_body_util::Full<bytes::Bytes>> {
+    let mut response = Response::new(http_body_util::Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    response
+}
+
 /// The pause after a failed accept, given the pause after the previous one of the same streak
 /// (`None` for the first failure): doubling from [`ACCEPT_BACKOFF_MIN`] to [`ACCEPT_BACKOFF_MAX`].
 pub fn next_accept_backoff(previous: Option<Duration>) -> Duration {
@@ -82,7 +95,8 @@ where
     let mut backoff: Option<Duration> = None;
     let mut failures: u64 = 0;
     loop {
-        let slot = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+        // The semaphore is never closed; should it be, stop accepting rather than panic.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         match listener.accept().await {
             Ok((stream, peer)) => {
                 if backoff.take().is_some() {

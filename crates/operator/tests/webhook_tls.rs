@@ -15,7 +15,7 @@ use lameduck_operator::{
 };
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
-use support::{Fixed, cert_settings, now, pod_review, trusting};
+use support::{Fixed, cert_settings, now, pod_review, review_key, trusting};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
@@ -156,6 +156,44 @@ fn policy_review(user: &str, spec: Value) -> Value {
                        "metadata": {"name": "p", "namespace": "shop"}, "spec": spec},
         },
     })
+}
+
+#[tokio::test]
+async fn a_policy_whose_author_holds_its_powers_is_stamped_and_the_stamp_checks_out() {
+    let bundle = certs::issue(&Plan::All(Reason::Missing), None, &cert_settings(), now()).unwrap();
+    let (addr, _serving, _) = start(&bundle).await;
+    let ca = String::from_utf8(bundle.ca_bundle()).unwrap();
+    let spec = json!({"proxy": {"execCommand": ["sh", "-c", "env"]}, "completion": {"methods": ["Exec"]}});
+    let path = lameduck_api::names::webhook::MUTATE_POLICIES_PATH;
+
+    // alice holds pods/exec in shop: allowed, with a patch that adds the stamp.
+    let (status, answer) = post(addr, &ca, path, &policy_review("alice", spec.clone()), false).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let patch = decoded_patch(&answer);
+    // `metadata.annotations` is added whole, or the one annotation into it.
+    let stamp = patch
+        .iter()
+        .find_map(|op| {
+            op["value"][lameduck_api::names::annotations::POLICY_REVIEW].as_str().or(op["value"].as_str())
+        })
+        .unwrap_or_else(|| panic!("no stamp in {patch:?}"))
+        .to_owned();
+    let parsed: lameduck_api::ShutdownPolicySpec = serde_json::from_value(spec.clone()).unwrap();
+    assert_eq!(
+        review_key().check("shop", "p", &parsed, Some(&stamp)),
+        lameduck_operator::review::Check::Pass
+    );
+    // The same review on the validating path writes nothing.
+    let (_, answer) =
+        post(addr, &ca, "/validate-shutdownpolicies", &policy_review("alice", spec.clone()), false)
+            .await
+            .unwrap();
+    assert!(answer["response"]["patch"].is_null(), "{answer}");
+    // bob does not hold it: refused, and no stamp.
+    let (_, answer) = post(addr, &ca, path, &policy_review("bob", spec), false).await.unwrap();
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert!(answer["response"]["patch"].is_null());
 }
 
 #[tokio::test]

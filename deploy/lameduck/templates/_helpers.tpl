@@ -51,10 +51,11 @@ Lease or Secret. Call with (dict "root" $ "file" "files/rbac/..." "name" "...").
 {{- end }}
 {{- end -}}
 
-{{/* Namespaces the operator never acts in: operator.excludeNamespaces and always the release's
-own, without duplicates, comma-separated. */}}
+{{/* Namespaces the operator never acts in: always the release's own and kube-system (as the
+webhook skips them, whatever operator.excludeNamespaces says), then operator.excludeNamespaces,
+without duplicates, comma-separated. */}}
 {{- define "lameduck.excludeNamespaces" -}}
-{{- concat (default list .Values.operator.excludeNamespaces) (list .Release.Namespace) | uniq | join "," -}}
+{{- concat (list .Release.Namespace "kube-system") (default list .Values.operator.excludeNamespaces) | uniq | join "," -}}
 {{- end -}}
 
 {{- define "lameduck.webhookService" -}}{{ include "lameduck.fullname" . }}-webhook{{- end -}}

@@ -468,20 +468,26 @@ fn the_operator_and_its_webhook_leave_kube_system_and_the_release_namespace_alon
 
     let objects = render(&[], &[]);
     let args = operator_args(&objects);
-    assert_eq!(flag(&args, "exclude-namespace").as_deref(), Some("kube-system,lameduck"), "{args:?}");
+    assert_eq!(flag(&args, "exclude-namespace").as_deref(), Some("lameduck,kube-system"), "{args:?}");
     assert_eq!(not_in(&objects), ["lameduck", "kube-system"]);
 
-    // The release namespace is always added, once; the user's list also keeps the webhook away.
+    // The release namespace and kube-system are always added, once; the user's list also keeps
+    // the webhook away.
     let objects = render(&["operator.excludeNamespaces={lameduck,tenant-x}"], &[]);
     let args = operator_args(&objects);
-    assert_eq!(flag(&args, "exclude-namespace").as_deref(), Some("lameduck,tenant-x"), "{args:?}");
+    assert_eq!(
+        flag(&args, "exclude-namespace").as_deref(),
+        Some("lameduck,kube-system,tenant-x"),
+        "{args:?}"
+    );
     assert_eq!(not_in(&objects), ["lameduck", "kube-system", "tenant-x"]);
     operator_accepts(&args);
 
-    // An empty list still excludes the release namespace (and the webhook still skips kube-system).
+    // An empty list still excludes the release namespace and kube-system, for the operator as
+    // for the webhook.
     let objects = render(&[], &["--set-json", "operator.excludeNamespaces=[]"]);
     let args = operator_args(&objects);
-    assert_eq!(flag(&args, "exclude-namespace").as_deref(), Some("lameduck"), "{args:?}");
+    assert_eq!(flag(&args, "exclude-namespace").as_deref(), Some("lameduck,kube-system"), "{args:?}");
     assert_eq!(not_in(&objects), ["lameduck", "kube-system"]);
 
     // The user's selector is kept and the exclusion ANDed to it.

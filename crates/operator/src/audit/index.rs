@@ -5,6 +5,7 @@
 //! Only a small record per pod is kept (name, labels, findings); the pod itself is dropped once
 //! assessed. The labels also serve the validating webhook's overlap warnings.
 
+use std::sync::PoisonError;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     hash::{Hash, Hasher},
@@ -113,7 +114,7 @@ const ANNOUNCE_BATCH: usize = 16;
 impl PodIndex {
     /// Names and labels of the pods of one namespace.
     pub fn labels_in(&self, namespace: &str) -> Vec<PodLabels> {
-        let records = self.records.lock().expect("pod index lock");
+        let records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         records
             .by_uid
             .values()
@@ -124,7 +125,7 @@ impl PodIndex {
 
     /// (pods admitted unmutated, pods breaking each rule).
     pub fn totals(&self) -> (i64, BTreeMap<Rule, i64>) {
-        let records = self.records.lock().expect("pod index lock");
+        let records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         let mut by_rule = BTreeMap::new();
         let mut unmutated = 0;
         for record in records.by_uid.values() {
@@ -138,7 +139,7 @@ impl PodIndex {
 
     /// Records a pod, keeping whether it was announced.
     fn put(&self, uid: String, mut record: Record) {
-        let mut records = self.records.lock().expect("pod index lock");
+        let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         record.announced = records.by_uid.get(&uid).is_some_and(|r| r.announced && r.assessment.unmutated);
         if record.assessment.unmutated && !record.announced {
             records.unannounced.insert(uid.clone());
@@ -150,7 +151,7 @@ impl PodIndex {
 
     /// Up to `most` unmutated pods not announced yet: (uid, namespace, name, policy).
     fn to_announce(&self, most: usize) -> Vec<(String, String, String, String)> {
-        let records = self.records.lock().expect("pod index lock");
+        let records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         records
             .unannounced
             .iter()
@@ -164,7 +165,7 @@ impl PodIndex {
     }
 
     fn mark_announced(&self, uid: &str) {
-        let mut records = self.records.lock().expect("pod index lock");
+        let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         records.unannounced.remove(uid);
         if let Some(record) = records.by_uid.get_mut(uid) {
             record.announced = true;
@@ -175,21 +176,21 @@ impl PodIndex {
     fn is_current(&self, uid: &str, fingerprint: u64) -> bool {
         self.records
             .lock()
-            .expect("pod index lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .by_uid
             .get(uid)
             .is_some_and(|r| r.fingerprint == fingerprint)
     }
 
     fn remove(&self, uid: &str) {
-        let mut records = self.records.lock().expect("pod index lock");
+        let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         records.by_uid.remove(uid);
         records.unannounced.remove(uid);
     }
 
     /// Drops the pods a re-list did not return.
     fn keep_only(&self, seen: &HashSet<String>) {
-        let mut records = self.records.lock().expect("pod index lock");
+        let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         records.by_uid.retain(|uid, _| seen.contains(uid));
         records.unannounced.retain(|uid| seen.contains(uid));
     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use lameduck_api::{
-    CompletionSpec, ProxyProfile, ProxySpec, ShutdownMethod, ShutdownPolicy, ShutdownPolicySpec, selection,
-    shape::PodShape,
+    CompletionSpec, ProxyProfile, ProxySpec, ShutdownMethod, ShutdownPolicy, ShutdownPolicySpec,
+    names::annotations, selection, shape::PodShape,
 };
 
 /// The settings that apply to one pod, and where they came from.
@@ -16,6 +16,10 @@ use lameduck_api::{
 pub struct Applied {
     /// The policy's name, or `None` for the built-in defaults of `--default-profile`.
     pub policy: Option<String>,
+    /// The policy's uid: its shutdown counts are kept under it.
+    pub uid: Option<String>,
+    /// The webhook's review stamp on the policy (`lameduck.io/policy-review`).
+    pub stamp: Option<String>,
     /// The policy's `metadata.generation` (0 for the defaults).
     pub generation: i64,
     pub spec: ShutdownPolicySpec,
@@ -87,10 +91,18 @@ pub fn applied(pod: &Pod, policies: &[Arc<ShutdownPolicy>], fallback: &Fallback)
     match selection.winner {
         Some(policy) => Some(Applied {
             policy: Some(policy.name_any()),
+            uid: policy.uid(),
+            stamp: policy.annotations().get(annotations::POLICY_REVIEW).cloned(),
             generation: policy.metadata.generation.unwrap_or(0),
             spec: policy.spec.clone(),
         }),
-        None => fallback.for_pod(pod).map(|spec| Applied { policy: None, generation: 0, spec: spec.clone() }),
+        None => fallback.for_pod(pod).map(|spec| Applied {
+            policy: None,
+            uid: None,
+            stamp: None,
+            generation: 0,
+            spec: spec.clone(),
+        }),
     }
 }
 
@@ -135,13 +147,15 @@ spec: {{selector: {{matchLabels: {labels}}}, proxy: {{profile: Lameduck}}}}"
         assert_eq!(chosen.policy.as_deref(), Some("a-only"));
     }
 
-    /// A pod with `annotations` and containers `containers`.
+    /// A pod with `annotations` and containers `containers`, as the operator's cache holds it
+    /// (the injectors' marks must survive the trim: the chart's default reads them).
     fn injected(annotations: &str, containers: &str) -> Pod {
-        serde_yaml_ng::from_str(&format!(
+        let full: Pod = serde_yaml_ng::from_str(&format!(
             "metadata: {{name: p, namespace: jobs, annotations: {annotations}}}
 spec: {{restartPolicy: Never, containers: {containers}}}"
         ))
-        .unwrap()
+        .unwrap();
+        crate::controller::pod::SlimPod::cache(&full).unwrap().to_pod()
     }
 
     #[test]

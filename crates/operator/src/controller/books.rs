@@ -2,6 +2,7 @@
 //! written into policy status (the status loop takes them), events announced once, failures in
 //! a row for the error backoff, and each namespace's share of the calls in flight.
 
+use std::sync::PoisonError;
 use std::{
     collections::{HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
@@ -9,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use lameduck_api::{ShutdownCounts, policy::PolicyId};
+use lameduck_api::ShutdownCounts;
 
 /// How lameduck's care of a pod ended, as counted in policy status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,13 +20,15 @@ pub enum Ending {
     GaveUp,
 }
 
-/// Shutdowns counted since the status writer last wrote them, by policy namespace and name.
+/// Shutdowns counted since the status writer last wrote them, by policy uid: a policy deleted and
+/// created again under the same name starts from nothing, and the status loop drops the counts
+/// of policies that are gone.
 #[derive(Debug, Default)]
-pub struct PendingCounts(Mutex<HashMap<PolicyId, ShutdownCounts>>);
+pub struct PendingCounts(Mutex<HashMap<String, ShutdownCounts>>);
 
 impl PendingCounts {
-    pub(crate) fn add(&self, key: PolicyId, ending: Ending) {
-        let mut map = self.0.lock().expect("pending counts lock");
+    pub(crate) fn add(&self, key: String, ending: Ending) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let counts = map.entry(key).or_default();
         match ending {
             Ending::Succeeded => counts.succeeded += 1,
@@ -35,17 +38,22 @@ impl PendingCounts {
     }
 
     /// Takes what is pending for one policy.
-    pub fn take(&self, key: &PolicyId) -> ShutdownCounts {
-        self.0.lock().expect("pending counts lock").remove(key).unwrap_or_default()
+    pub fn take(&self, key: &str) -> ShutdownCounts {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(key).unwrap_or_default()
     }
 
     /// Puts back counts that could not be written.
-    pub fn put_back(&self, key: PolicyId, counts: ShutdownCounts) {
-        let mut map = self.0.lock().expect("pending counts lock");
+    pub fn put_back(&self, key: String, counts: ShutdownCounts) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = map.entry(key).or_default();
         entry.succeeded += counts.succeeded;
         entry.failed += counts.failed;
         entry.gave_up += counts.gave_up;
+    }
+
+    /// Forgets the counts of policies whose uid is not in `live`.
+    pub fn retain_policies(&self, live: &HashSet<String>) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).retain(|uid, _| live.contains(uid));
     }
 }
 
@@ -58,12 +66,12 @@ pub struct Announced(Mutex<HashSet<(String, u32)>>);
 impl Announced {
     /// Whether this is the first announcement for this pod and round.
     pub(crate) fn first(&self, uid: String, round: u32) -> bool {
-        self.0.lock().expect("announced lock").insert((uid, round))
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert((uid, round))
     }
 
     /// Keeps only the pods still cached.
     pub fn retain_pods(&self, live: &HashSet<String>) {
-        self.0.lock().expect("announced lock").retain(|(uid, _)| live.contains(uid));
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).retain(|(uid, _)| live.contains(uid));
     }
 }
 
@@ -89,19 +97,19 @@ pub struct Failures(Mutex<HashMap<String, u32>>);
 impl Failures {
     /// Counts a failure; returns how many in a row.
     pub(crate) fn add(&self, uid: &str) -> u32 {
-        let mut map = self.0.lock().expect("failures lock");
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let count = map.entry(uid.to_owned()).or_default();
         *count = count.saturating_add(1);
         *count
     }
 
     pub(crate) fn clear(&self, uid: &str) {
-        self.0.lock().expect("failures lock").remove(uid);
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(uid);
     }
 
     /// Keeps only the pods still cached.
     pub fn retain_pods(&self, live: &HashSet<String>) {
-        self.0.lock().expect("failures lock").retain(|uid, _| live.contains(uid));
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).retain(|uid, _| live.contains(uid));
     }
 }
 
@@ -126,7 +134,7 @@ impl Slots {
 
     /// A place for one call in `namespace`, if its share is not used up.
     pub fn try_take(self: &Arc<Self>, namespace: &str) -> Option<Slot> {
-        let mut taken = self.taken.lock().expect("slots lock");
+        let mut taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
         let count = taken.entry(namespace.to_owned()).or_default();
         if *count >= self.limit {
             return None;
@@ -138,7 +146,7 @@ impl Slots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut taken = self.slots.taken.lock().expect("slots lock");
+        let mut taken = self.slots.taken.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = taken.get_mut(&self.namespace) {
             *count -= 1;
             if *count == 0 {
@@ -184,7 +192,7 @@ mod tests {
     #[test]
     fn pending_counts_add_up_and_survive_a_failed_write() {
         let pending = PendingCounts::default();
-        let key = PolicyId::new("jobs", "policy");
+        let key = "policy-uid-1".to_owned();
         pending.add(key.clone(), Ending::Succeeded);
         pending.add(key.clone(), Ending::Failed);
         pending.add(key.clone(), Ending::GaveUp);
@@ -194,6 +202,13 @@ mod tests {
         pending.put_back(key.clone(), taken);
         pending.add(key.clone(), Ending::Succeeded);
         assert_eq!(pending.take(&key), ShutdownCounts { succeeded: 2, failed: 1, gave_up: 1 });
+
+        // A deleted policy's counts are forgotten: one created again under its name has a new uid.
+        pending.add(key.clone(), Ending::Succeeded);
+        pending.add("other-uid".to_owned(), Ending::Failed);
+        pending.retain_policies(&HashSet::from(["other-uid".to_owned()]));
+        assert_eq!(pending.take(&key), ShutdownCounts::default());
+        assert_eq!(pending.take("other-uid").failed, 1);
     }
 
     #[test]

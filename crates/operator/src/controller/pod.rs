@@ -14,10 +14,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
     jiff::Timestamp,
 };
-use lameduck_api::{
-    endpoint::{ENABLE_SHUTDOWN_FLAG, QUITQUITQUIT_FLAG},
-    names::{annotations, env},
-};
+use lameduck_api::{endpoint, names::annotations, shape::INJECTORS};
 use serde::Deserialize;
 
 /// Ephemeral containers of other tools are none of lameduck's business.
@@ -25,23 +22,21 @@ const OWN_EPHEMERAL_PREFIX: &str = "lameduck-shutdown-";
 /// What an ephemeral container of lameduck's said on exit, as much as an event shows.
 const MAX_TERMINATION_MESSAGE: usize = 256;
 
-/// The annotations decisions read: lameduck's record, and what says whether the proxy's
-/// shutdown endpoint is on (`lameduck_api::endpoint`).
-const KEPT_ANNOTATIONS: [&str; 4] = [
-    annotations::SHUTDOWN_ATTEMPTS,
-    annotations::SHUTDOWN_RESULT,
-    annotations::ENABLE_SHUTDOWN_ENDPOINT,
-    annotations::LINKERD_ADMIN_SHUTDOWN,
-];
-/// The env vars that say whether a sidecar's shutdown endpoint is on.
-const KEPT_ENV: [&str; 4] = [
-    env::LINKERD_SHUTDOWN_ENDPOINT_ENABLED,
-    env::PROXY_ENABLE_SHUTDOWN_ENDPOINT,
-    env::PROXY_SETTINGS_FILE,
-    env::CLOUD_SQL_PROXY_QUITQUITQUIT,
-];
-/// The command-line flags that do.
-const KEPT_FLAGS: [&str; 3] = [ENABLE_SHUTDOWN_FLAG, "--settings-file", QUITQUITQUIT_FLAG];
+/// lameduck's own record on the pod.
+const OWN_ANNOTATIONS: [&str; 2] = [annotations::SHUTDOWN_ATTEMPTS, annotations::SHUTDOWN_RESULT];
+
+/// Whether decisions read the annotation `key`: lameduck's record, what says whether a proxy's
+/// shutdown endpoint is on (`lameduck_api::endpoint`), and the injectors' marks that
+/// `--default-profile auto` goes by (`lameduck_api::shape::INJECTORS`). Read from those tables,
+/// not copied, so that what decisions read and what the cache keeps cannot drift apart.
+fn kept_annotation(key: &str) -> bool {
+    OWN_ANNOTATIONS.contains(&key)
+        || endpoint::ANNOTATIONS_READ.contains(&key)
+        || INJECTORS.iter().any(|injector| injector.mark == key)
+}
+/// The env vars and flags that say whether a sidecar's shutdown endpoint is on.
+const KEPT_ENV: [&str; 4] = endpoint::ENV_READ;
+const KEPT_FLAGS: [&str; 3] = endpoint::FLAGS_READ;
 
 /// A run-to-completion pod as the operator caches it.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -252,6 +247,15 @@ impl SlimState {
 slim_pod_resource!(SlimPod);
 
 impl SlimPod {
+    /// What the operator's watch caches of `pod`: read from its JSON as the watch reads it, then
+    /// trimmed. Tests decide on `SlimPod::cache(&pod)?.to_pod()`, the form the operator holds, so
+    /// that a field the cache drops and a decision reads fails a test.
+    pub fn cache(pod: &Pod) -> Result<Self, serde_json::Error> {
+        let mut slim: Self = serde_json::from_value(serde_json::to_value(pod)?)?;
+        slim.trim();
+        Ok(slim)
+    }
+
     /// Drops what is still too much: managed fields, other annotations, other tools' ephemeral
     /// containers, termination messages (up to 4 KiB each).
     pub fn trim(&mut self) {
@@ -264,7 +268,7 @@ impl SlimPod {
             self.owner = controller.map(|o| o.kind.clone().into_boxed_str());
         }
         let annotations = meta.annotations.take().map(|mut map| {
-            map.retain(|key, _| KEPT_ANNOTATIONS.contains(&key.as_str()));
+            map.retain(|key, _| kept_annotation(key));
             map
         });
         // Only what the store and the decisions need; the rest is dropped whole.

@@ -2,7 +2,9 @@
 //! carry the action out (record the attempt, make the call, publish events, count metrics).
 //! This is the one place that acts on pods.
 
-use std::{sync::Arc, time::Duration};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+use futures::FutureExt;
 
 use k8s_openapi::{
     api::core::v1::{Namespace, Pod},
@@ -16,7 +18,6 @@ use kube::{
 use lameduck_api::{
     ShutdownMethod, ShutdownPolicy, Sidecar,
     names::{annotations, events, shutdown_result},
-    policy::PolicyId,
     shape::owner_kind,
 };
 use serde_json::json;
@@ -33,6 +34,7 @@ use crate::{
     events::{EventType, Publisher},
     metrics::{Metrics, owner_label},
     powers::refusal,
+    review::Check,
 };
 
 /// Shared by every reconcile of one watch scope.
@@ -60,6 +62,10 @@ pub enum Error {
     AttemptLog(#[from] AttemptLogError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// A bug: the reconcile panicked. Caught, so that one pod cannot take the process (and its
+    /// webhook) down; the pod is looked at again after the usual backoff.
+    #[error("reconcile panicked: {0}")]
+    Panic(String),
 }
 
 impl Error {
@@ -67,6 +73,7 @@ impl Error {
         match self {
             Self::AttemptLog(_) => "attempt_log",
             Self::Kube(_) => "kube_api",
+            Self::Panic(_) => "panic",
         }
     }
 }
@@ -149,6 +156,16 @@ async fn patch_if_unchanged(
     }
 }
 
+/// What a caught panic said, bounded (it goes into an event).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    crate::events::shorten(&text, 256)
+}
+
 /// How soon to look again at a pod whose write lost a race.
 const AFTER_CONFLICT: Duration = Duration::from_millis(500);
 
@@ -160,7 +177,25 @@ pub async fn reconcile(cached: Arc<SlimPod>, ctx: Arc<Context>) -> Result<Requeu
         return Ok(Requeue::await_change());
     }
     let pod = cached.to_pod();
-    let result = act(&ctx, &pod).await;
+    // kube-runtime re-raises a reconcile's panic, which would end the process; one policy or pod
+    // that trips a bug must not stop every namespace's shutdowns and the webhook with them.
+    let result = match AssertUnwindSafe(act(&ctx, &pod)).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic_message(panic.as_ref());
+            tracing::error!(pod = %pod.name_any(), namespace = ?pod.namespace(), panic = %message, "reconcile panicked");
+            ctx.publish(
+                &pod,
+                EventType::Warning,
+                events::RECONCILE_PANICKED,
+                format!(
+                    "lameduck hit a bug deciding about this pod ({message}); it looks again after a backoff"
+                ),
+            )
+            .await;
+            Err(Error::Panic(message))
+        }
+    };
     if result.is_ok() {
         ctx.books.failures.clear(&uid_of(&pod));
     }
@@ -171,6 +206,19 @@ async fn act(ctx: &Context, pod: &Pod) -> Result<Requeue, Error> {
     let Some(applied) = ctx.policy_for(pod) else {
         return Ok(Requeue::await_change());
     };
+    if let Some(name) = &applied.policy {
+        let namespace = pod.namespace().unwrap_or_default();
+        match ctx.settings.review.check(&namespace, name, &applied.spec, applied.stamp.as_deref()) {
+            Check::Pass => {}
+            // The key comes from the webhook's Secret within seconds of the start.
+            Check::Wait => return Ok(Requeue::requeue(Duration::from_secs(2))),
+            Check::NotReviewed(refused) => {
+                // The status loop reports it on the policy; the pod is left alone.
+                tracing::debug!(pod = %pod.name_any(), policy = %name, field = %refused.field, "policy not reviewed");
+                return Ok(Requeue::await_change());
+            }
+        }
+    }
     if let Some(refused) = refusal(&applied.spec, &ctx.settings.limits) {
         // The status loop reports it on the policy; the pod is left alone.
         tracing::debug!(pod = %pod.name_any(), policy = ?applied.policy, reason = refused.reason, "policy refused");
@@ -336,6 +384,7 @@ async fn attempt(
         namespaces: &namespaces,
         pod,
         proxy,
+        field: &sidecar.field,
         attempt: &attempt,
         image: &image,
         timeout,
@@ -423,8 +472,8 @@ async fn record_result(
         Ending::GaveUp => "gave_up",
     };
     ctx.metrics.shutdowns.with_label_values(&[label, owner]).inc();
-    if let Some(policy) = &applied.policy {
-        ctx.books.pending.add(PolicyId::new(pod.namespace().unwrap_or_default(), policy.clone()), ending);
+    if let Some(uid) = &applied.uid {
+        ctx.books.pending.add(uid.clone(), ending);
     }
     Ok(None)
 }
@@ -516,7 +565,7 @@ pub fn error_policy(pod: Arc<SlimPod>, error: &Error, ctx: Arc<Context>) -> Requ
     let delay = match error {
         // Nothing will fix a bad record but a person; look again now and then.
         Error::AttemptLog(_) => MAX_ERROR_BACKOFF,
-        Error::Kube(_) => error_backoff(failures, seed(&uid, failures)),
+        Error::Kube(_) | Error::Panic(_) => error_backoff(failures, seed(&uid, failures)),
     };
     tracing::warn!(pod = %pod.name_any(), namespace = ?pod.namespace(), %error, failures,
         retry_in = ?delay, "reconcile failed");

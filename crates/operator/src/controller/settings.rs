@@ -1,9 +1,16 @@
 //! What the operator was told on its command line that reconciles, and the status summary that
 //! replays their decisions, need.
 
+use std::sync::Arc;
+
 use lameduck_api::ShutdownPolicySpec;
 
-use crate::{controller::applied::Fallback, controller::decide::Terms, powers::Limits};
+use crate::{
+    controller::applied::Fallback,
+    controller::decide::Terms,
+    powers::Limits,
+    review::{Mode, PolicyReview},
+};
 
 /// What the operator was told on its command line that reconciles need.
 #[derive(Clone, Debug)]
@@ -16,6 +23,8 @@ pub struct Settings {
     pub ephemeral_image: String,
     /// What policies may ask of the operator.
     pub limits: Limits,
+    /// The key of the webhook's review stamps, and whether they are required.
+    pub review: Arc<PolicyReview>,
     /// The most ephemeral containers lameduck adds to one pod.
     pub max_ephemeral_containers: u32,
     /// Shutdown calls in flight at once in one namespace: one namespace's hanging pods leave
@@ -41,6 +50,7 @@ impl Settings {
                 allowed_images: vec![lameduck_api::names::images::PROXY.to_owned()],
                 allow_custom_exec_command: false,
             },
+            review: Arc::new(PolicyReview::new(Mode::Off)),
             max_ephemeral_containers: 4,
             concurrency_per_namespace: 4,
         }

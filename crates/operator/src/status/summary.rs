@@ -12,6 +12,7 @@ use k8s_openapi::{
 use kube::ResourceExt;
 use lameduck_api::{
     ShutdownCounts, ShutdownPolicy, ShutdownPolicyStatus,
+    names::annotations,
     policy::{PolicyId, conditions},
     selection,
     shape::PodShape,
@@ -22,6 +23,7 @@ use crate::{
     controller::decide::{Action, Ignored, Waiting, decide},
     controller::settings::Settings,
     powers::{Refusal, refusal},
+    review::Check,
 };
 
 /// Why a pod is stuck: the label of `lameduck_stuck_pods{reason}`.
@@ -129,7 +131,18 @@ pub fn summarize(
         policies: policies
             .iter()
             .map(|p| {
-                let refused = refusal(&p.spec, &settings.limits);
+                let refused = refusal(&p.spec, &settings.limits).or_else(|| {
+                    match settings.review.check(
+                        p.metadata.namespace.as_deref().unwrap_or_default(),
+                        p.metadata.name.as_deref().unwrap_or_default(),
+                        &p.spec,
+                        p.annotations().get(annotations::POLICY_REVIEW).map(String::as_str),
+                    ) {
+                        Check::NotReviewed(refused) => Some(refused),
+                        // Until the key is loaded nothing is said: it comes within seconds.
+                        Check::Pass | Check::Wait => None,
+                    }
+                });
                 (PolicyId::of(p), PolicySummary { refused, ..PolicySummary::default() })
             })
             .collect(),
@@ -217,7 +230,7 @@ pub fn desired_status(
             condition(conditions::READY, false, "InvalidSelector", reason.clone(), generation, now)
         }
         (None, Some(refused)) => {
-            condition(conditions::READY, false, REFUSED, refused.message.clone(), generation, now)
+            condition(conditions::READY, false, refused.condition, refused.message.clone(), generation, now)
         }
         (None, None) => condition(
             conditions::READY,
@@ -266,9 +279,6 @@ pub fn desired_status(
         conditions,
     }
 }
-
-/// The reason of a `Ready` condition that is `False` because the operator refuses the policy.
-pub const REFUSED: &str = "Refused";
 
 /// Whether two statuses say the same, ignoring only condition timestamps.
 pub fn same_status(a: &ShutdownPolicyStatus, b: &ShutdownPolicyStatus) -> bool {

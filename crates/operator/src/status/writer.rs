@@ -1,7 +1,11 @@
 //! Every few seconds: sums up the cached pods, sets the gauges, and (on the leader) writes each
 //! `ShutdownPolicy`'s status when it changed or shutdowns were counted.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -25,8 +29,9 @@ use crate::{
     },
     events::{EventType, Publisher},
     metrics::Metrics,
-    powers::REFUSAL_REASONS,
-    status::summary::{REFUSED, StuckReason, Summary, desired_status, same_status, summarize},
+    powers::{REFUSAL_REASONS, REFUSED},
+    review::NOT_REVIEWED,
+    status::summary::{StuckReason, Summary, desired_status, same_status, summarize},
 };
 
 /// The caches of one watch scope (all namespaces, or one).
@@ -96,6 +101,10 @@ pub async fn run(reporting: Reporting, scopes: Vec<Scope>, settings: Settings, i
             for refused in summary.policies.values().filter_map(|p| p.refused.as_ref()) {
                 *refusals.entry(refused.reason).or_default() += 1;
             }
+            // Counts of deleted policies go with them (a policy created again under the same
+            // name has a new uid, and starts from nothing).
+            let live: HashSet<String> = policies.iter().filter_map(|p| p.uid()).collect();
+            scope.books.pending.retain_policies(&live);
             if is_leader {
                 write_statuses(&client, &publisher, &policies, &summary.policies, &scope.books.pending, now)
                     .await;
@@ -126,7 +135,8 @@ async fn write_statuses(
     for policy in policies {
         let key = PolicyId::of(policy);
         let Some(summary) = summaries.get(&key) else { continue };
-        let add = pending.take(&key);
+        let uid = policy.uid().unwrap_or_default();
+        let add = pending.take(&uid);
         let current = policy.status.clone().unwrap_or_default();
         let shutdowns = ShutdownCounts {
             succeeded: current.shutdowns.succeeded + add.succeeded,
@@ -144,7 +154,7 @@ async fn write_statuses(
             json!({ "metadata": { "resourceVersion": policy.resource_version() }, "status": desired });
         if let Err(err) = api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             tracing::debug!(policy = %key, error = %err, "status not written; next time");
-            pending.put_back(key, add);
+            pending.put_back(uid, add);
             continue;
         }
         // Said once, when the refusal is first written (the status holds it from then on).
@@ -152,7 +162,9 @@ async fn write_statuses(
             status
                 .conditions
                 .iter()
-                .find(|c| c.type_ == conditions::READY && c.reason == REFUSED)
+                .find(|c| {
+                    c.type_ == conditions::READY && [REFUSED, NOT_REVIEWED].contains(&c.reason.as_str())
+                })
                 .map(|c| c.message.clone())
         };
         if let (None, Some(message)) = (refused(&current), refused(&desired))

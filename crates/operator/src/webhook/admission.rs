@@ -6,7 +6,9 @@
 //!   API server sent it, so fields lameduck's types do not know are never touched. Pods that no
 //!   policy selects get no patch at all.
 //! - ShutdownPolicies: a spec the types cannot read is refused with the field's path; overlaps
-//!   with other policies and timing problems come back as warnings.
+//!   with other policies and timing problems come back as warnings. Reviewed through the
+//!   mutating path, an allowed policy also gets the review stamp (`crate::review`) that lets
+//!   the operator honour its power-bearing fields.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -199,6 +201,63 @@ pub fn review_policy(
     warnings.extend(timing_warnings(&policy));
     let verdict = if warnings.is_empty() { Verdict::Accepted } else { Verdict::Warned };
     (with_warnings(response, warnings), verdict)
+}
+
+/// Adds the review stamp to a policy the webhook allowed: `stamp(namespace, name, spec)` makes
+/// it. A policy that asks for a power cannot be admitted without one (no key yet, or no name to
+/// bind it to); one that asks for none is admitted as it is then.
+pub fn stamp_policy(
+    request: &AdmissionRequest<DynamicObject>,
+    response: AdmissionResponse,
+    verdict: Verdict,
+    stamp: impl FnOnce(&str, &str, &lameduck_api::ShutdownPolicySpec) -> Option<String>,
+) -> (AdmissionResponse, Verdict) {
+    let Some(object) = request.object.as_ref() else { return (response, verdict) };
+    let Ok(raw) = serde_json::to_value(object) else { return (response, verdict) };
+    let Ok(policy) = serde_json::from_value::<ShutdownPolicy>(raw.clone()) else {
+        return (response, verdict);
+    };
+    let asks = !powers::requested(&policy.spec).is_empty();
+    let namespace = namespace_of(request, object).unwrap_or_default();
+    let name = policy.metadata.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| request.name.clone());
+    let refuse = |response: AdmissionResponse, why: &str| (response.deny(why.to_owned()), Verdict::Rejected);
+    if name.is_empty() {
+        if asks {
+            return refuse(
+                response,
+                "metadata.name: a ShutdownPolicy that asks for powers needs a name, not generateName (its review stamp is bound to it)",
+            );
+        }
+        return (response, verdict);
+    }
+    let Some(value) = stamp(&namespace, &name, &policy.spec) else {
+        if asks {
+            return refuse(
+                response,
+                "lameduck's webhook has not loaded its review key yet; try again in a few seconds",
+            );
+        }
+        return (response, verdict);
+    };
+    let mut mutated = raw.clone();
+    let Some(metadata) = mutated.get_mut("metadata").and_then(|m| m.as_object_mut()) else {
+        return (response, verdict);
+    };
+    let annotations = metadata.entry("annotations").or_insert_with(|| serde_json::json!({}));
+    if !annotations.is_object() {
+        *annotations = serde_json::json!({});
+    }
+    if let Some(map) = annotations.as_object_mut() {
+        map.insert(lameduck_api::names::annotations::POLICY_REVIEW.to_owned(), value.into());
+    }
+    let patch = json_patch::diff(&raw, &mutated);
+    if patch.0.is_empty() {
+        return (response, verdict);
+    }
+    match response.clone().with_patch(patch) {
+        Ok(patched) => (patched, verdict),
+        Err(err) => refuse(response, &format!("cannot write the review stamp: {err}")),
+    }
 }
 
 /// The powers a ShutdownPolicy CREATE or UPDATE asks the operator to use for its author (none

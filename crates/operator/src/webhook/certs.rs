@@ -138,13 +138,13 @@ fn read(pem: &str) -> Result<Facts, String> {
         for name in &san.value.general_names {
             match name {
                 GeneralName::DNSName(dns) => hosts.push((*dns).to_owned()),
-                GeneralName::IPAddress(bytes) => match bytes.len() {
-                    4 => hosts.push(IpAddr::from(<[u8; 4]>::try_from(*bytes).expect("4 bytes")).to_string()),
-                    16 => {
-                        hosts.push(IpAddr::from(<[u8; 16]>::try_from(*bytes).expect("16 bytes")).to_string())
+                GeneralName::IPAddress(bytes) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*bytes) {
+                        hosts.push(IpAddr::from(v4).to_string());
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*bytes) {
+                        hosts.push(IpAddr::from(v6).to_string());
                     }
-                    _ => {}
-                },
+                }
                 _ => {}
             }
         }

@@ -2,6 +2,7 @@
 //! [`crate::webhook::admission`]'s verdicts. The certificate is swapped in place when it is renewed, so
 //! rotation needs no restart.
 
+use std::sync::PoisonError;
 use std::{
     convert::Infallible,
     sync::{Arc, RwLock},
@@ -18,7 +19,7 @@ use kube::core::{
     DynamicObject,
     admission::{AdmissionRequest, AdmissionResponse, AdmissionReview},
 };
-use lameduck_api::{ShutdownPolicy, names::webhook as names};
+use lameduck_api::{ShutdownPolicy, ShutdownPolicySpec, names::webhook as names};
 use rustls::{
     ServerConfig,
     crypto::ring,
@@ -55,19 +56,20 @@ impl ServingCert {
         let key =
             PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| format!("serving key: {e}"))?;
         let key = ring::sign::any_supported_type(&key).map_err(|e| format!("serving key: {e}"))?;
-        *self.0.write().expect("certificate lock") = Some(Arc::new(CertifiedKey::new(chain, key)));
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) =
+            Some(Arc::new(CertifiedKey::new(chain, key)));
         Ok(())
     }
 
     /// Whether a certificate is loaded.
     pub fn is_loaded(&self) -> bool {
-        self.0.read().expect("certificate lock").is_some()
+        self.0.read().unwrap_or_else(PoisonError::into_inner).is_some()
     }
 }
 
 impl ResolvesServerCert for ServingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.read().expect("certificate lock").clone()
+        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
@@ -88,6 +90,8 @@ pub trait Knowledge: Send + Sync + 'static {
     fn policies(&self) -> Vec<Arc<ShutdownPolicy>>;
     /// Names and labels of the pods of one namespace.
     fn pods_in(&self, namespace: &str) -> Vec<PodLabels>;
+    /// The review stamp for a policy the webhook admits; `None` until the key is loaded.
+    fn stamp(&self, namespace: &str, name: &str, spec: &ShutdownPolicySpec) -> Option<String>;
     /// Whether `user` holds `power` over the pods of `namespace` (a SubjectAccessReview);
     /// `Err` when that cannot be known.
     fn may<'a>(
@@ -99,19 +103,11 @@ pub trait Knowledge: Send + Sync + 'static {
 }
 
 fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response is valid")
+    server::response(status, "application/json", Bytes::from(body))
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response is valid")
+    server::response(status, "text/plain; charset=utf-8", Bytes::from(body))
 }
 
 /// Answers one review body sent to `path`.
@@ -123,7 +119,7 @@ pub async fn answer(
 ) -> Response<Full<Bytes>> {
     let resource = match path {
         names::MUTATE_PODS_PATH => "pods",
-        names::VALIDATE_POLICIES_PATH => "shutdownpolicies",
+        names::VALIDATE_POLICIES_PATH | names::MUTATE_POLICIES_PATH => "shutdownpolicies",
         _ => return text(StatusCode::NOT_FOUND, format!("no webhook at {path}\n")),
     };
     let request: AdmissionRequest<DynamicObject> = match serde_json::from_slice::<
@@ -146,9 +142,18 @@ pub async fn answer(
         let namespace = request.namespace.clone().unwrap_or_default();
         let (response, verdict) =
             admission::review_policy(&request, &policies, &knowledge.pods_in(&namespace));
-        match response.allowed {
+        let (response, verdict) = match response.allowed {
             true => authorize(&request, response, verdict, &namespace, knowledge).await,
             false => (response, verdict),
+        };
+        // Reviewed and allowed: the stamp that lets the operator honour its power-bearing fields.
+        match (response.allowed, path) {
+            (true, names::MUTATE_POLICIES_PATH) => {
+                admission::stamp_policy(&request, response, verdict, |ns, name, spec| {
+                    knowledge.stamp(ns, name, spec)
+                })
+            }
+            _ => (response, verdict),
         }
     };
     metrics.webhook_admissions.with_label_values(&[resource, verdict.as_str()]).inc();

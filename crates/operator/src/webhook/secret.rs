@@ -2,6 +2,10 @@
 //! [`crate::webhook::certs`] for when) and patches the CA bundle into the webhook configurations; every
 //! replica serves what the Secret holds. Runs as a loop that converges, so a webhook
 //! configuration re-created by `helm upgrade` with an empty `caBundle` is patched again.
+//!
+//! The same Secret holds the key of the policies' review stamps (`crate::review`): made once by
+//! the leader, kept across renewals, and loaded by every replica, whose webhook stamps with it
+//! and whose reconciler checks with it.
 
 use std::{
     collections::BTreeMap,
@@ -21,12 +25,13 @@ use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
 };
-use lameduck_api::names::labels;
+use lameduck_api::names::{labels, webhook as names};
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::{
     metrics::Metrics,
+    review::{self, PolicyReview},
     webhook::certs::{self, Bundle, CertSettings, Plan},
     webhook::https::ServingCert,
 };
@@ -52,6 +57,8 @@ enum PassError {
     Cert(#[from] certs::CertError),
     #[error("{0}")]
     Load(String),
+    #[error("review key: {0}")]
+    Key(String),
 }
 
 fn now() -> i64 {
@@ -62,24 +69,32 @@ fn data_of(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect()
 }
 
+/// What this replica has loaded from the Secret.
+#[derive(Default)]
+struct Loaded {
+    cert: Option<String>,
+    review_key: Option<Vec<u8>>,
+}
+
 /// Runs forever: quickly until a certificate is loaded, then every `check_interval`.
 pub async fn run(
     client: Client,
     config: CertConfig,
     serving: Arc<ServingCert>,
+    review: Arc<PolicyReview>,
     leader: watch::Receiver<bool>,
     metrics: Metrics,
 ) {
-    let mut loaded: Option<String> = None;
+    let mut loaded = Loaded::default();
     loop {
         let is_leader = *leader.borrow();
-        match pass(&client, &config, &serving, is_leader, &metrics, &mut loaded).await {
+        match pass(&client, &config, &serving, &review, is_leader, &metrics, &mut loaded).await {
             Ok(()) => {}
             Err(err) => {
                 tracing::warn!(error = %err, secret = %config.secret_name, "webhook certificates: retrying")
             }
         }
-        let wait = if loaded.is_some() { config.check_interval } else { Duration::from_secs(1) };
+        let wait = if loaded.cert.is_some() { config.check_interval } else { Duration::from_secs(1) };
         let mut elected = leader.clone();
         // A new leader checks at once rather than at the next tick.
         tokio::select! {
@@ -93,35 +108,57 @@ async fn pass(
     client: &Client,
     config: &CertConfig,
     serving: &ServingCert,
+    review: &PolicyReview,
     is_leader: bool,
     metrics: &Metrics,
-    loaded: &mut Option<String>,
+    loaded: &mut Loaded,
 ) -> Result<(), PassError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &config.secret_namespace);
     let secret = secrets.get_opt(&config.secret_name).await?;
     let mut bundle = secret.as_ref().and_then(|s| Bundle::from_secret_data(&data_of(s)));
+    let mut key = secret
+        .as_ref()
+        .and_then(|s| data_of(s).remove(names::REVIEW_KEY_KEY))
+        .filter(|key| key.len() == review::KEY_LEN);
     if is_leader {
         let now = now();
         let plan = certs::plan(bundle.as_ref(), &config.settings, now);
-        if plan != Plan::Keep {
-            let renewed = certs::issue(&plan, bundle.as_ref(), &config.settings, now)?;
-            store(&secrets, config, secret.as_ref(), &renewed).await?;
-            tracing::info!(?plan, secret = %config.secret_name, "webhook certificate issued");
+        let current = bundle.clone().filter(|_| plan == Plan::Keep);
+        if current.is_none() || key.is_none() {
+            let renewed = match current {
+                Some(current) => current,
+                None => certs::issue(&plan, bundle.as_ref(), &config.settings, now)?,
+            };
+            // Kept across renewals: a new key would undo every policy's review.
+            let review_key = match key.take() {
+                Some(key) => key,
+                None => review::new_key().map_err(PassError::Key)?,
+            };
+            store(&secrets, config, secret.as_ref(), &renewed, &review_key).await?;
+            tracing::info!(?plan, secret = %config.secret_name, "webhook certificate and review key stored");
             bundle = Some(renewed);
+            key = Some(review_key);
         }
         if let Some(bundle) = &bundle {
             patch_ca_bundles(client, config, bundle).await?;
         }
     }
+    if key.is_some() && key != loaded.review_key {
+        if let Some(key) = &key {
+            review.load_key(key);
+        }
+        tracing::info!(secret = %config.secret_name, "policy review key loaded");
+        loaded.review_key = key;
+    }
     let Some(bundle) = bundle else {
         tracing::debug!(secret = %config.secret_name, "no webhook certificate yet; the leader creates it");
         return Ok(());
     };
-    if loaded.as_deref() != Some(bundle.cert.as_str()) {
+    if loaded.cert.as_deref() != Some(bundle.cert.as_str()) {
         serving.load(&bundle.cert, &bundle.key).map_err(PassError::Load)?;
         metrics.webhook_certificate_expiry.set(certs::not_after(&bundle.cert).unwrap_or(0));
         tracing::info!(secret = %config.secret_name, "webhook serving certificate loaded");
-        *loaded = Some(bundle.cert.clone());
+        loaded.cert = Some(bundle.cert.clone());
     }
     Ok(())
 }
@@ -133,8 +170,11 @@ async fn store(
     config: &CertConfig,
     current: Option<&Secret>,
     bundle: &Bundle,
+    review_key: &[u8],
 ) -> Result<(), kube::Error> {
-    let data = bundle.to_secret_data().into_iter().map(|(k, v)| (k, ByteString(v))).collect();
+    let mut data: BTreeMap<String, ByteString> =
+        bundle.to_secret_data().into_iter().map(|(k, v)| (k, ByteString(v))).collect();
+    data.insert(names::REVIEW_KEY_KEY.to_owned(), ByteString(review_key.to_vec()));
     let mut secret = Secret {
         metadata: ObjectMeta {
             name: Some(config.secret_name.clone()),

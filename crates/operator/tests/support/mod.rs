@@ -10,6 +10,7 @@ use k8s_openapi::api::authentication::v1::UserInfo;
 use lameduck_api::ShutdownPolicy;
 use lameduck_operator::{
     powers::Power,
+    review::{Mode, PolicyReview},
     webhook::admission::PodLabels,
     webhook::certs::{self, Bundle, CertSettings, Plan, Reason},
     webhook::https::Knowledge,
@@ -40,6 +41,9 @@ impl Knowledge for Fixed {
     fn pods_in(&self, _namespace: &str) -> Vec<PodLabels> {
         vec![PodLabels { name: "web-1".into(), labels: [("app".to_owned(), "web".to_owned())].into() }]
     }
+    fn stamp(&self, namespace: &str, name: &str, spec: &lameduck_api::ShutdownPolicySpec) -> Option<String> {
+        review_key().stamp(namespace, name, spec)
+    }
     fn may<'a>(
         &'a self,
         user: &'a UserInfo,
@@ -48,6 +52,11 @@ impl Knowledge for Fixed {
     ) -> BoxFuture<'a, Result<bool, String>> {
         Box::pin(async move { holds(user, namespace, power) })
     }
+}
+
+/// The review key the fixed webhook stamps with.
+pub fn review_key() -> PolicyReview {
+    PolicyReview::with_key(Mode::Required, &[9; lameduck_operator::review::KEY_LEN])
 }
 
 /// Pods labelled `app: web` in `shop` get a 45s proxy wait, and a longer grace period to fit it.

@@ -60,8 +60,10 @@ fn at(offset_secs: i64) -> Timestamp {
     now().checked_add(SignedDuration::from_secs(offset_secs)).unwrap()
 }
 
+/// A fixture pod in the form the operator holds it: through its watch cache.
 fn pod(yaml: &str) -> Pod {
-    serde_yaml_ng::from_str(yaml).expect("fixture pod parses")
+    let full: Pod = serde_yaml_ng::from_str(yaml).expect("fixture pod parses");
+    crate::controller::pod::SlimPod::cache(&full).expect("fixture pod caches").to_pod()
 }
 
 fn linkerd_policy() -> ShutdownPolicySpec {

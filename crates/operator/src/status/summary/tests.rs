@@ -152,7 +152,7 @@ spec: {proxy: {profile: Lameduck}, completion: {ephemeralImage: 'elsewhere/debug
     assert_eq!((r.matched, r.stuck), (1, 1), "its pods are still counted, and still stuck");
     let status = desired_status(&refused, r, ShutdownCounts::default(), now());
     let ready = status.conditions.iter().find(|c| c.type_ == conditions::READY).unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", REFUSED));
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", crate::powers::REFUSED));
     assert!(ready.message.contains("spec.completion.ephemeralImage"), "{}", ready.message);
 }
 

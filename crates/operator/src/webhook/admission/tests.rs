@@ -261,7 +261,14 @@ fn a_policy_names_the_powers_it_asks_for_and_a_refusal_names_field_and_permissio
         ),
     );
     let asked = requested_powers(&exec);
-    assert_eq!(asked, [PowerRequest { field: "spec.proxy.execCommand".into(), power: powers::Power::Exec }]);
+    assert_eq!(
+        asked,
+        [PowerRequest {
+            field: "spec.proxy.execCommand".into(),
+            power: powers::Power::Exec,
+            value: "/bin/sh\u{0}-c\u{0}env".into()
+        }]
+    );
 
     let response =
         refuse_powers(AdmissionResponse::from(&exec), &exec.user_info, "shop", &[(asked[0].clone(), None)]);
