@@ -1,6 +1,10 @@
-//! Puts the git revision the programs are built from into `LAMEDUCK_REVISION`, for
-//! `lameduck_build_info` and `lameduck version`. A set `LAMEDUCK_REVISION` wins (a build from a
-//! source archive can pass it); outside a git checkout the revision is `unknown`.
+//! Stamps what the programs are built from, for `lameduck_build_info` and `lameduck version`:
+//! - `LAMEDUCK_VERSION`, the release version: a set `LAMEDUCK_VERSION` (the image builds pass the
+//!   chart's `appVersion`), which must be a semantic version (`0.2.0`, `0.2.0-rc.1`), else the
+//!   workspace's version. The operator compares it with the installed CRD's to decide an upgrade,
+//!   so a version it cannot compare fails the build here rather than the upgrade later.
+//! - `LAMEDUCK_REVISION`, the git revision. A set `LAMEDUCK_REVISION` wins (a build from a source
+//!   archive can pass it); outside a git checkout the revision is `unknown`.
 
 use std::{path::PathBuf, process::Command};
 
@@ -10,6 +14,22 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
+    println!("cargo:rerun-if-env-changed=LAMEDUCK_VERSION");
+    let version = match std::env::var("LAMEDUCK_VERSION") {
+        Ok(version) if !version.is_empty() => {
+            if let Err(err) = semver::Version::parse(&version) {
+                eprintln!(
+                    "LAMEDUCK_VERSION={version:?} is not a semantic version (like 0.2.0 or 0.2.0-rc.1, no \
+                     leading v): {err}"
+                );
+                std::process::exit(1);
+            }
+            version
+        }
+        _ => std::env::var("CARGO_PKG_VERSION").unwrap_or_default(),
+    };
+    println!("cargo:rustc-env=LAMEDUCK_VERSION={version}");
+
     println!("cargo:rerun-if-env-changed=LAMEDUCK_REVISION");
     let revision = std::env::var("LAMEDUCK_REVISION")
         .ok()

@@ -17,9 +17,14 @@ cluster="$root/tests/cluster"
 source "$cluster/lib.sh"
 
 cd "$root"
-log "building release binaries"
+# The programs carry the chart's appVersion as their release version (crates/api/build.rs), so the
+# operator compares its CRD with the installed one by the release it ships in.
+version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' deploy/lameduck/Chart.yaml)
+[ -n "$version" ] || die "no appVersion in deploy/lameduck/Chart.yaml"
+log "building release binaries (LAMEDUCK_VERSION=$version)"
 # Not quiet: a first release build takes minutes, and cargo's progress shows it is moving.
-cargo build --release -p lameduck-proxy -p lameduck-await -p lameduck-operator -p lameduck -p lameduck-e2e --bins
+LAMEDUCK_VERSION=$version \
+  cargo build --release -p lameduck-proxy -p lameduck-await -p lameduck-operator -p lameduck -p lameduck-e2e --bins
 out="$LAMEDUCK_CACHE/images/lameduck"
 mkdir -p "$out"
 

@@ -133,6 +133,12 @@ fn crds_prints_the_committed_yaml() {
     assert_eq!(out.status.code(), Some(0));
     let committed =
         std::fs::read_to_string(examples().join("../../crds/shutdownpolicies.lameduck.io.yaml")).unwrap();
+    // The committed file carries the workspace's version; a build given LAMEDUCK_VERSION prints its own.
+    use lameduck_api::{build, names::annotations::CRD_VERSION};
+    let committed = committed.replace(
+        &format!("{CRD_VERSION}: {}\n", build::PACKAGE_VERSION),
+        &format!("{CRD_VERSION}: {}\n", build::VERSION),
+    );
     assert_eq!(text(&out.stdout), committed);
 }
 

@@ -37,8 +37,9 @@ pub struct Cli {
     /// Observe and report (events, metrics, status) without shutting any proxy down.
     #[arg(long, env = env::OPERATOR_DRY_RUN)]
     pub dry_run: bool,
-    /// At start, apply this release's ShutdownPolicy CRD unless the installed one is from a newer
-    /// release (Helm never upgrades a chart's CRDs). Needs `get` and `patch` on that CRD.
+    /// At start, apply this release's ShutdownPolicy CRD when the installed one is from an older
+    /// release, or records none (Helm never upgrades a chart's CRDs). Needs `get` and `patch` on
+    /// that CRD.
     #[arg(long, env = env::OPERATOR_UPGRADE_CRD)]
     pub upgrade_crd: bool,
     /// `/live`, `/ready` and `/metrics`.

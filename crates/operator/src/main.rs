@@ -29,7 +29,10 @@ use kube::{
         watcher,
     },
 };
-use lameduck_api::{ShutdownPolicy, ShutdownPolicySpec, build, names::env};
+use lameduck_api::{
+    ShutdownPolicy, ShutdownPolicySpec, build,
+    names::{annotations, env},
+};
 use lameduck_operator::{
     admin,
     audit::pod::AdmittedPod,
@@ -175,8 +178,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 to = build::VERSION,
                 "applied this release's ShutdownPolicy CRD"
             ),
+            Ok(Plan::Current) => {
+                tracing::info!(version = build::VERSION, "the ShutdownPolicy CRD is this release's already")
+            }
             Ok(Plan::Newer { installed }) => tracing::warn!(%installed, ours = build::VERSION,
                 "the ShutdownPolicy CRD comes from a newer release; left as it is"),
+            Ok(Plan::Unreadable { installed }) => tracing::warn!(
+                %installed,
+                ours = build::VERSION,
+                annotation = annotations::CRD_VERSION,
+                "the ShutdownPolicy CRD's version annotation is not a semantic version, so it cannot be told \
+                 older; left as it is (fix or remove the annotation to have it upgraded)"
+            ),
             Ok(Plan::Missing) => tracing::warn!(
                 "no ShutdownPolicy CRD: install it with the chart or `lameduck crds | kubectl apply -f -`"
             ),

@@ -4,9 +4,12 @@
 //! previous release's CRD a new field is pruned; after the upgrade the CRD is this release's,
 //! the new field is served, and the policy made before the upgrade is kept and still acted on.
 //!
-//! This test puts the previous release's CRD on the cluster for its duration and this release's
-//! back at the end, so it must not run beside tests that use new fields (`cargo test` runs test
-//! files one after another).
+//! A second test puts a newer release's CRD on the cluster and installs this chart: its operator
+//! leaves that CRD alone (never a downgrade) and says so in its log.
+//!
+//! These tests put another release's CRD on the cluster for their duration and this release's
+//! back at the end, so they must not run beside tests that use new fields (`cargo test` runs test
+//! files one after another, and these two one after another through `CRD_HELD`).
 
 use std::{
     path::{Path, PathBuf},
@@ -15,16 +18,20 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::batch::v1::Job, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::{batch::v1::Job, core::v1::Pod},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
-use kube::{Api, ResourceExt, api::PostParams};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, LogParams, PostParams},
+};
 use lameduck_api::{
-    ShutdownPolicy, build,
+    ShutdownPolicy,
     names::{annotations, containers},
     policy::shutdown_policy_crd,
 };
 use lameduck_e2e::{
-    TestNamespace, chart_flags, exit_code,
+    TestNamespace, chart_flags, exit_code, install_chart,
     workloads::{job, job_complete, job_pod, proxy_container},
 };
 use serde_json::json;
@@ -35,8 +42,21 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// `spec.sidecars`, which this release adds.
 const PREVIOUS_RELEASE: &str = "45c23ac";
 
+/// Held by each test for its whole run: both put a CRD of another release on the cluster.
+static CRD_HELD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The chart's `appVersion`: the release version its operator image is built with
+/// (`tests/e2e/build-images.sh` passes it as `LAMEDUCK_VERSION`), which that operator stamps on
+/// the CRD it applies. This test binary's own `build::VERSION` may differ (built without it).
+fn chart_app_version() -> String {
+    let chart: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(repo().join("deploy/lameduck/Chart.yaml")).unwrap())
+            .unwrap();
+    chart["appVersion"].as_str().expect("Chart.yaml has an appVersion").to_owned()
 }
 
 fn run(program: &str, args: &[&str]) -> Vec<u8> {
@@ -145,6 +165,7 @@ async fn completes(work: &TestNamespace, name: &str, policy: &str) {
 
 #[tokio::test]
 async fn helm_upgrade_from_the_previous_release_upgrades_the_crd_and_keeps_policies() {
+    let _held = CRD_HELD.lock().await;
     let system = TestNamespace::new("upgrade").await;
     let work = TestNamespace::new("upgrade-jobs").await;
     let crds: Api<CustomResourceDefinition> = Api::all(system.client.clone());
@@ -185,12 +206,13 @@ async fn helm_upgrade_from_the_previous_release_upgrades_the_crd_and_keeps_polic
     run("helm", &[&["upgrade", &release, &current][..], &values].concat());
     println!("helm upgrade --wait: {:.1}s", started.elapsed().as_secs_f64());
 
-    // The new operator applied this release's CRD.
+    // The new operator applied this release's CRD (the previous one has no version annotation).
+    let ours = chart_app_version();
     let deadline = Instant::now() + MINUTE;
     loop {
         let crd = crds.get(&shutdown_policy_crd().name_any()).await.unwrap();
         let version = crd.annotations().get(annotations::CRD_VERSION).cloned();
-        if version.as_deref() == Some(build::VERSION) && has_sidecars(&crd) {
+        if version.as_deref() == Some(ours.as_str()) && has_sidecars(&crd) {
             break;
         }
         assert!(Instant::now() < deadline, "the CRD was not upgraded: version {version:?}");
@@ -211,6 +233,79 @@ async fn helm_upgrade_from_the_previous_release_upgrades_the_crd_and_keeps_polic
     // Uninstalled before its namespace goes, so no cluster-wide object of it is left behind.
     drop(restore);
     let _ = std::fs::remove_dir_all(&scratch);
+    work.finish().await;
+    system.finish().await;
+}
+
+/// The top-level description of a CRD's first version's schema.
+fn description(crd: &CustomResourceDefinition) -> Option<&str> {
+    crd.spec.versions.first()?.schema.as_ref()?.open_api_v3_schema.as_ref()?.description.as_deref()
+}
+
+/// The operator's log lines, from every replica of the release.
+async fn operator_logs(system: &TestNamespace, release: &str) -> String {
+    let pods: Api<Pod> = system.api();
+    let selector = format!("app.kubernetes.io/name=lameduck,app.kubernetes.io/instance={release}");
+    let mut logs = String::new();
+    for pod in pods.list(&ListParams::default().labels(&selector)).await.unwrap() {
+        if let Ok(text) = pods.logs(&pod.name_any(), &LogParams::default()).await {
+            logs.push_str(&text);
+        }
+    }
+    logs
+}
+
+#[tokio::test]
+async fn a_crd_from_a_newer_release_is_left_alone() {
+    // Above any release this chart could be.
+    const NEWER: &str = "999.0.0";
+    // A changed description marks the installed CRD: an apply of this release's CRD would put its
+    // own back. (An extra annotation would not do: a server-side apply keeps fields it does not set.)
+    const MARKER: &str = "a newer release's ShutdownPolicy (lameduck e2e marker)";
+    let _held = CRD_HELD.lock().await;
+    let system = TestNamespace::new("newer-crd").await;
+    let work = TestNamespace::new("newer-crd-jobs").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(system.client.clone());
+
+    // The cluster as a newer release left it: its version on this release's schema, marked.
+    let mut newer = shutdown_policy_crd();
+    newer.annotations_mut().insert(annotations::CRD_VERSION.to_owned(), NEWER.to_owned());
+    let schema = newer.spec.versions[0].schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut());
+    schema.expect("the generated CRD has a schema").description = Some(MARKER.to_owned());
+    let name = newer.name_any();
+    put_crd(&crds, newer).await;
+    let before = crds.get(&name).await.unwrap();
+    assert_eq!(description(&before), Some(MARKER));
+
+    let release = system.name.clone();
+    let restore = Restore { release: release.clone(), namespace: system.name.clone() };
+    install_chart(&release, &system.name, &work.name, &[]);
+
+    // The operator says it left the CRD alone (it decides before it reports ready, so `--wait`
+    // has let it; a minute more for the log to be read).
+    let said = format!("installed={NEWER}");
+    let deadline = Instant::now() + MINUTE;
+    loop {
+        let logs = operator_logs(&system, &release).await;
+        if logs
+            .lines()
+            .any(|line| line.contains("comes from a newer release; left as it is") && line.contains(&said))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            system.fail(&format!("the operator did not log that it left the newer CRD alone:\n{logs}")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // And did: not a write since, the marker and the newer version still there.
+    let after = crds.get(&name).await.unwrap();
+    assert_eq!(after.resource_version(), before.resource_version(), "the CRD was written to");
+    assert_eq!(description(&after), Some(MARKER));
+    assert_eq!(after.annotations().get(annotations::CRD_VERSION).map(String::as_str), Some(NEWER));
+
+    drop(restore);
     work.finish().await;
     system.finish().await;
 }
