@@ -341,3 +341,18 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, St
     let body = response.into_body().collect().await.ok()?.to_bytes();
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// The `/metrics` of the chart's operator pods in `system`, each scraped directly at its pod IP.
+pub async fn operator_metrics(system: &TestNamespace) -> Vec<String> {
+    let pods: Api<Pod> = system.api();
+    let selector = ListParams::default().labels("app.kubernetes.io/name=lameduck");
+    let mut out = Vec::new();
+    for pod in pods.list(&selector).await.expect("operator pods listed") {
+        let Some(ip) = pod.status.and_then(|s| s.pod_ip) else { continue };
+        let Ok(addr) = format!("{ip}:9090").parse() else { continue };
+        if let Some((200, body)) = http_get(addr, "/metrics").await {
+            out.push(body);
+        }
+    }
+    out
+}

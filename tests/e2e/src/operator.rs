@@ -150,9 +150,16 @@ async fn kubeconfig_for(ns: &TestNamespace) -> PathBuf {
 impl Operator {
     /// Starts an operator for the test namespace, as its ServiceAccount, with short Lease and
     /// status intervals, and waits until it is ready (caches synced).
+    ///
+    /// Without a webhook (no `--webhook-addr` in `extra`) no policy can carry the webhook's
+    /// review stamp, so these operators trust the test's own policies (`--policy-review off`);
+    /// with one, the stamp is required as in the chart (tests/e2e/tests/guards.rs).
     pub async fn start(ns: &TestNamespace, identity: &str, extra: &[&str]) -> Self {
         let kubeconfig = kubeconfig_for(ns).await;
         let mut args = vec!["--lease-duration", "6s", "--status-interval", "1s"];
+        if !extra.iter().any(|a| a.starts_with("--policy-review") || a.starts_with("--webhook-addr")) {
+            args.extend(["--policy-review", "off"]);
+        }
         args.extend_from_slice(extra);
         Self::launch(Some(&kubeconfig), &ns.name, identity, &args).await
     }

@@ -71,6 +71,21 @@ impl Webhook {
                     "sideEffects": "None",
                     "admissionReviewVersions": ["v1"],
                     "timeoutSeconds": 5,
+                }, {
+                    // As the chart: policies are reviewed and stamped here. Failing open, unlike
+                    // the chart's: tests create policies before their operator is up (an
+                    // unstamped policy that asks for powers is then refused by the operator).
+                    "name": names::STAMPING_WEBHOOK,
+                    "clientConfig": {"url": url(names::MUTATE_POLICIES_PATH)},
+                    "rules": [{"apiGroups": ["lameduck.io"], "apiVersions": ["v1alpha1"],
+                               "operations": ["CREATE", "UPDATE"], "resources": ["shutdownpolicies"],
+                               "scope": "Namespaced"}],
+                    "namespaceSelector": scope,
+                    "failurePolicy": "Ignore",
+                    "reinvocationPolicy": "IfNeeded",
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                    "timeoutSeconds": 5,
                 }],
             }),
         )

@@ -5,6 +5,7 @@
 use std::{collections::BTreeSet, path::PathBuf, process::Command};
 
 use clap::Parser;
+use lameduck_api::names;
 use lameduck_operator::cli::Cli;
 use serde_yaml_ng::Value;
 
@@ -170,7 +171,18 @@ fn defaults_render_an_ha_operator_with_its_webhook_and_cluster_wide_rbac() {
     let excluded = &hook["namespaceSelector"]["matchExpressions"][0];
     assert_eq!(excluded["operator"].as_str(), Some("NotIn"));
     assert_eq!(strings(&excluded["values"]), ["lameduck", "kube-system"]);
-    assert!(find(&objects, "ValidatingWebhookConfiguration", "ld-lameduck").is_some());
+    // Policies: reviewed and stamped on the mutating path, checked again on the validating one,
+    // both failing closed (the pods' webhook keeps its own failurePolicy).
+    let stamping = &mutating["webhooks"][1];
+    assert_eq!(stamping["name"].as_str(), Some(names::webhook::STAMPING_WEBHOOK));
+    assert_eq!(
+        stamping["clientConfig"]["service"]["path"].as_str(),
+        Some(names::webhook::MUTATE_POLICIES_PATH)
+    );
+    assert_eq!(stamping["failurePolicy"].as_str(), Some("Fail"));
+    assert_eq!(stamping["rules"][0]["resources"][0].as_str(), Some("shutdownpolicies"));
+    let validating = find(&objects, "ValidatingWebhookConfiguration", "ld-lameduck").unwrap();
+    assert_eq!(validating["webhooks"][0]["failurePolicy"].as_str(), Some("Fail"));
     assert!(find(&objects, "Service", "ld-lameduck-webhook").is_some());
 
     // RBAC: the watch rules cluster-wide with every method; the Lease and the Secret only in the

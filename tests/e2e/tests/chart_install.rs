@@ -9,38 +9,23 @@ use std::{
 };
 
 use k8s_openapi::api::{
-    admissionregistration::v1::MutatingWebhookConfiguration,
-    apps::v1::Deployment,
-    batch::v1::Job,
-    core::v1::{Pod, Secret},
+    admissionregistration::v1::MutatingWebhookConfiguration, apps::v1::Deployment, batch::v1::Job,
+    core::v1::Secret,
 };
-use kube::{Api, ResourceExt, api::ListParams};
+use kube::{Api, ResourceExt};
 use lameduck_api::{
     ShutdownPolicy, build,
     names::{annotations, containers},
 };
 use lameduck_e2e::{
-    TestNamespace, exit_code, helm, http_get, install_chart,
+    TestNamespace, exit_code, helm, install_chart,
     operator::sample_value,
+    operator_metrics,
     workloads::{job, job_complete, job_pod, proxy_container},
 };
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// The operator pods' `/metrics`, each scraped directly.
-async fn operator_metrics(ns: &TestNamespace) -> Vec<String> {
-    let pods: Api<Pod> = ns.api();
-    let mut out = Vec::new();
-    for pod in pods.list(&ListParams::default().labels("app.kubernetes.io/name=lameduck")).await.unwrap() {
-        let Some(ip) = pod.status.and_then(|s| s.pod_ip) else { continue };
-        let addr = format!("{ip}:9090").parse().unwrap();
-        if let Some((200, body)) = http_get(addr, "/metrics").await {
-            out.push(body);
-        }
-    }
-    out
-}
 
 /// Runs `kubectl lameduck ARGS` with the release CLI installed as the plugin `kubectl-lameduck`
 /// (`tests/e2e/build-images.sh` builds it), and parses its JSON output.

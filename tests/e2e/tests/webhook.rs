@@ -1,7 +1,9 @@
 //! The admission webhook on the local cluster: `kubectl apply` of pods that break the timing
 //! rules is warned, fixed or refused per `enforce`; pods admitted while the webhook was down are
 //! reported; and the seed's "slow updating clients" rollout loses no request with a policy and
-//! does lose requests without one.
+//! does lose requests without one. A policy's author cannot borrow the operator's powers: the
+//! webhook refuses the fields that ask for what they lack, and with the webhook removed the
+//! operator honours no unreviewed policy's power-bearing field.
 
 use std::{
     collections::HashMap,
@@ -17,6 +19,7 @@ use std::{
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
+    batch::v1::Job,
     core::v1::{Pod, Service},
     discovery::v1::EndpointSlice,
     events::v1::Event,
@@ -27,9 +30,15 @@ use kube::{
 };
 use lameduck_api::{
     ShutdownPolicy,
-    names::{annotations, containers, events, images, ports},
+    names::{annotations, containers, events, images, labels, ports},
 };
-use lameduck_e2e::{TestNamespace, operator::Operator, webhook::Webhook};
+use lameduck_e2e::{
+    TestNamespace, exit_code, is_running,
+    operator::Operator,
+    webhook::Webhook,
+    workloads::{job, job_complete, job_pod},
+};
+use lameduck_operator::review;
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -193,18 +202,21 @@ async fn kubectl_apply_is_warned_fixed_or_refused_per_enforce() {
     ns.finish().await;
 }
 
-#[tokio::test]
-async fn a_policy_author_cannot_borrow_the_operators_powers() {
-    let ns = TestNamespace::new("powers").await;
-    let hook = Webhook::install(&ns).await;
-    // The author may write ShutdownPolicies here, and nothing else.
-    let author = format!("system:serviceaccount:{}:author", ns.name);
-    let role = |name: &str, rules: serde_json::Value| json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name}, "rules": rules});
-    let bind = |name: &str| {
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-               "subjects": [{"kind": "ServiceAccount", "name": "author", "namespace": ns.name}]})
-    };
+/// A Role named `name` with `rules`.
+fn role(name: &str, rules: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name}, "rules": rules})
+}
+
+/// Binds the Role `name` to the ServiceAccount `author` of the namespace.
+fn bind(ns: &TestNamespace, name: &str) -> serde_json::Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+           "subjects": [{"kind": "ServiceAccount", "name": "author", "namespace": ns.name}]})
+}
+
+/// A policy author who may write ShutdownPolicies in the namespace, and nothing else; their
+/// user name, for kubectl's `--as`.
+fn policy_author(ns: &TestNamespace) -> String {
     for object in [
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "author"}}),
         role(
@@ -212,11 +224,19 @@ async fn a_policy_author_cannot_borrow_the_operators_powers() {
             json!([{"apiGroups": ["lameduck.io"], "resources": ["shutdownpolicies"],
                                  "verbs": ["get", "list", "create", "patch", "update"]}]),
         ),
-        bind("policies"),
+        bind(ns, "policies"),
     ] {
-        let (ok, out) = kubectl_apply(&ns, &object);
+        let (ok, out) = kubectl_apply(ns, &object);
         assert!(ok, "{out}");
     }
+    format!("system:serviceaccount:{}:author", ns.name)
+}
+
+#[tokio::test]
+async fn a_policy_author_cannot_borrow_the_operators_powers() {
+    let ns = TestNamespace::new("powers").await;
+    let hook = Webhook::install(&ns).await;
+    let author = policy_author(&ns);
     let _operator = operator_with_webhook(&ns, &hook, "op-powers").await;
     let spec = |name: &str, spec: serde_json::Value| json!({"apiVersion": "lameduck.io/v1alpha1", "kind": "ShutdownPolicy", "metadata": {"name": name}, "spec": spec});
 
@@ -245,16 +265,22 @@ async fn a_policy_author_cannot_borrow_the_operators_powers() {
         out.contains("spec.completion.ephemeralImage") && out.contains("patch pods/ephemeralcontainers"),
         "{out}"
     );
+    // A port or path of the author's choice, POSTed to from the pods' loopback: refused, named.
+    let port = spec("port", json!({"proxy": {"profile": "Lameduck", "adminPort": 8080}}));
+    let (ok, out) = kubectl_apply_as(&ns, &port, Some(&author));
+    assert!(!ok, "{out}");
+    assert!(out.contains("spec.proxy.adminPort") && out.contains("create pods/portforward"), "{out}");
     let policies: Api<ShutdownPolicy> = ns.api();
     assert!(
         policies.get_opt("exec").await.unwrap().is_none()
             && policies.get_opt("image").await.unwrap().is_none()
+            && policies.get_opt("port").await.unwrap().is_none()
     );
 
     // Once the author holds the power themselves, the policy lends them nothing: admitted.
     for object in [
         role("exec", json!([{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}])),
-        bind("exec"),
+        bind(&ns, "exec"),
     ] {
         let (ok, out) = kubectl_apply(&ns, &object);
         assert!(ok, "{out}");
@@ -269,7 +295,89 @@ async fn a_policy_author_cannot_borrow_the_operators_powers() {
         assert!(Instant::now() < deadline, "still refused with pods/exec granted: {out}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // ... and stamped as reviewed.
+    let stored = policies.get("exec").await.unwrap();
+    let stamp = stored.annotations().get(annotations::POLICY_REVIEW).cloned().unwrap_or_default();
+    assert!(stamp.starts_with("v1:"), "no review stamp: {:?}", stored.annotations());
     hook.remove().await;
+    ns.finish().await;
+}
+
+/// The test app as a sidecar named `worker`: it runs until SIGTERM and then exits 0.
+fn worker() -> serde_json::Value {
+    json!({"name": "worker", "image": images::TESTAPP, "imagePullPolicy": "IfNotPresent",
+           "command": ["lameduck-testapp", "--listen", "127.0.0.1:0"]})
+}
+
+/// A policy for Job `job`'s pod that has the operator signal its `worker` container: a power
+/// (patch pods/ephemeralcontainers) that only a reviewed policy may lend.
+fn signal_worker(name: &str, job: &str) -> serde_json::Value {
+    json!({"apiVersion": "lameduck.io/v1alpha1", "kind": "ShutdownPolicy", "metadata": {"name": name},
+           "spec": {"selector": {"matchLabels": {labels::JOB_NAME: job}},
+                    "proxy": {"profile": "Custom", "containerName": "worker"},
+                    "completion": {"methods": ["Signal"]}}})
+}
+
+#[tokio::test]
+async fn the_operator_honours_powers_only_on_a_policy_the_webhook_reviewed() {
+    let ns = TestNamespace::new("guard").await;
+    let hook = Webhook::install(&ns).await;
+    let author = policy_author(&ns);
+    let operator = operator_with_webhook(&ns, &hook, "op-guard").await;
+    let policies: Api<ShutdownPolicy> = ns.api();
+    let jobs: Api<Job> = ns.api();
+
+    // Reviewed: written through the webhook by the test's user, who holds every right. The
+    // operator signals the worker and the Job completes.
+    let (ok, out) = kubectl_apply(&ns, &signal_worker("reviewed", "ok"));
+    assert!(ok, "{out}");
+    let reviewed = policies.get("reviewed").await.unwrap();
+    assert!(reviewed.annotations().contains_key(annotations::POLICY_REVIEW), "not stamped");
+    let _: Job = ns.create(job("ok", 2, json!({"containers": [worker()]}))).await;
+    ns.wait_for(&jobs, "ok", "the Job to complete", 2 * MINUTE, |j: Option<&Job>| job_complete(j)).await;
+    assert_eq!(exit_code(&job_pod(&ns, "ok").await, "worker"), Some(0));
+
+    // The webhook removed (its configurations deleted): the author, who may not add ephemeral
+    // containers, stores the same kind of policy for another Job. It carries no stamp, so the
+    // operator lends them nothing: Ready=False (NotReviewed) and no call in their pod.
+    hook.remove().await;
+    let (ok, out) = kubectl_apply_as(&ns, &signal_worker("unreviewed", "stuck"), Some(&author));
+    assert!(ok, "{out}");
+    let _: Job = ns.create(job("stuck", 2, json!({"containers": [worker()]}))).await;
+    let not_reviewed = |p: Option<&ShutdownPolicy>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == review::NOT_REVIEWED)
+        })
+    };
+    let refused =
+        ns.wait_for(&policies, "unreviewed", "Ready=False, NotReviewed", MINUTE, not_reviewed).await;
+    let message =
+        refused.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap().message;
+    assert!(
+        message.contains("spec.proxy.containerName") && message.contains("patch pods/ephemeralcontainers"),
+        "{message}"
+    );
+    let pod = job_pod(&ns, "stuck").await;
+    let pods: Api<Pod> = ns.api();
+    ns.wait_for(&pods, &pod.name_any(), "main to exit", MINUTE, |p: Option<&Pod>| {
+        p.is_some_and(|p| exit_code(p, "main") == Some(0))
+    })
+    .await;
+    ns.holds_for(
+        &pods,
+        &pod.name_any(),
+        "no call in the author's pod",
+        Duration::from_secs(15),
+        |p: &Pod| {
+            !p.annotations().contains_key(annotations::SHUTDOWN_ATTEMPTS)
+                && p.spec.as_ref().is_none_or(|s| s.ephemeral_containers.is_none())
+                && is_running(p, "worker")
+        },
+    )
+    .await;
+    assert_eq!(operator.metric(r#"lameduck_policies_refused{reason="not_reviewed"}"#).await, Some(1.0));
     ns.finish().await;
 }
 
