@@ -204,13 +204,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let publisher = Publisher::new(client.clone(), config.lease.identity.clone());
     // The webhook stamps the policies it reviewed with this key (from its Secret); the
     // reconciler and the status loop check the stamps.
-    let review = Arc::new(PolicyReview::new(config.policy_review));
-    if config.policy_review == review::Mode::Required && config.webhook.is_none() {
-        tracing::warn!(
-            "--policy-review required without the webhook: no policy can be reviewed, so policies that \
-            ask for another container, port, path, command or image than their profile's are not acted on"
-        );
-    }
+    let review = Arc::new(match config.webhook {
+        Some(_) => PolicyReview::new(config.policy_review),
+        None => {
+            if config.policy_review == review::Mode::Required {
+                tracing::warn!(
+                    "--policy-review required without the webhook: no policy can be reviewed, so policies that ask \
+                     for another container, port, path, command or image than their profile's are not acted on"
+                );
+            }
+            PolicyReview::without_webhook(config.policy_review)
+        }
+    });
     let settings = Settings {
         dry_run: config.dry_run,
         default: config.default.clone(),

@@ -56,6 +56,8 @@ pub enum Check {
 pub struct PolicyReview {
     mode: Mode,
     key: RwLock<Option<hmac::Key>>,
+    /// Whether a key will come: not when the operator serves no webhook.
+    webhook: bool,
 }
 
 impl std::fmt::Debug for PolicyReview {
@@ -84,7 +86,13 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 
 impl PolicyReview {
     pub fn new(mode: Mode) -> Self {
-        Self { mode, key: RwLock::new(None) }
+        Self { mode, key: RwLock::new(None), webhook: true }
+    }
+
+    /// For an operator that serves no webhook: no policy can be reviewed, so none that asks
+    /// for a power is honoured under `Mode::Required` (rather than waited on for ever).
+    pub fn without_webhook(mode: Mode) -> Self {
+        Self { webhook: false, ..Self::new(mode) }
     }
 
     /// With `key` loaded at once: for tests.
@@ -130,16 +138,23 @@ impl PolicyReview {
         let asked = requested(spec);
         let Some(first) = asked.first() else { return Check::Pass };
         let key = self.key.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(key) = key.as_ref() else { return Check::Wait };
+        let key = match key.as_ref() {
+            Some(key) => Some(key),
+            // The webhook's Secret is read within seconds of the start.
+            None if self.webhook => return Check::Wait,
+            None => None,
+        };
         let tag = stamp.and_then(|s| s.strip_prefix(STAMP_PREFIX)).and_then(unhex);
-        if let Some(tag) = tag
+        if let (Some(key), Some(tag)) = (key, tag)
             && hmac::verify(key, &review_message(namespace, name, spec), &tag).is_ok()
         {
             return Check::Pass;
         }
         let fields: Vec<String> =
             asked.iter().map(|r| format!("{} ({})", r.field, r.power.describe())).collect();
-        let why = if stamp.is_some() {
+        let why = if key.is_none() {
+            "this operator serves no webhook (--webhook-addr unset), so no policy is reviewed"
+        } else if stamp.is_some() {
             "its review stamp does not match it (changed without the webhook, or copied from another policy)"
         } else {
             "no lameduck webhook reviewed it (stored while the webhook was down or removed, or before lameduck checked reviews)"
@@ -212,6 +227,11 @@ mod tests {
         assert_eq!(review.check("shop", "p", &custom, None), Check::Wait);
         assert_eq!(review.stamp("shop", "p", &custom), None);
         assert_eq!(PolicyReview::new(Mode::Off).check("shop", "p", &custom, None), Check::Pass);
+        let without = PolicyReview::without_webhook(Mode::Required);
+        let Check::NotReviewed(never) = without.check("shop", "p", &custom, None) else {
+            panic!("without a webhook nothing is reviewed")
+        };
+        assert!(never.message.contains("--webhook-addr"), "{}", never.message);
     }
 
     #[test]

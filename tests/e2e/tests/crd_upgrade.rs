@@ -7,6 +7,10 @@
 //! A second test puts a newer release's CRD on the cluster and installs this chart: its operator
 //! leaves that CRD alone (never a downgrade) and says so in its log.
 //!
+//! A third stores, under the previous release's schema, a policy this release's schema refuses
+//! (a shutdown path with a space, which once crashed every replica): the operator fails that
+//! call with a reason and stays up.
+//!
 //! These tests put another release's CRD on the cluster for their duration and this release's
 //! back at the end, so they must not run beside tests that use new fields (`cargo test` runs test
 //! files one after another, and these two one after another through `CRD_HELD`).
@@ -27,11 +31,13 @@ use kube::{
 };
 use lameduck_api::{
     ShutdownPolicy,
-    names::{annotations, containers},
+    names::{annotations, containers, events},
     policy::shutdown_policy_crd,
 };
 use lameduck_e2e::{
     TestNamespace, chart_flags, exit_code, install_chart,
+    operator::Operator,
+    operator_events,
     workloads::{job, job_complete, job_pod, proxy_container},
 };
 use serde_json::json;
@@ -308,4 +314,73 @@ async fn a_crd_from_a_newer_release_is_left_alone() {
     drop(restore);
     work.finish().await;
     system.finish().await;
+}
+
+/// A shutdown path this release's schema refuses (a space is no URI character), which one
+/// policy once used to crash every replica of the operator in turn.
+const CRASH_PATH: &str = "/a b";
+
+#[tokio::test]
+async fn a_policy_stored_past_the_schema_cannot_crash_the_operator() {
+    let _held = CRD_HELD.lock().await;
+    let ns = TestNamespace::new("crash").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
+    let restore = Restore { release: format!("{}-none", ns.name), namespace: ns.name.clone() };
+    let policy = json!({
+        "apiVersion": "lameduck.io/v1alpha1", "kind": "ShutdownPolicy", "metadata": {"name": "crash"},
+        "spec": {"selector": {"matchLabels": {"policy": "crash"}},
+                 "proxy": {"profile": "Lameduck", "shutdownPath": CRASH_PATH},
+                 "completion": {"methods": ["PortForward"], "maxRounds": 1}},
+    });
+
+    // This release's schema refuses it at admission, naming the field.
+    let policies: Api<ShutdownPolicy> = ns.api();
+    let refused = policies
+        .create(&PostParams::default(), &serde_json::from_value(policy.clone()).unwrap())
+        .await
+        .expect_err("the CRD refuses the path");
+    assert!(refused.to_string().contains("shutdownPath"), "{refused}");
+
+    // Stored anyway, under the previous release's schema (as a policy made before this release
+    // is), then acted on by an operator that trusts every stored policy (no webhook to review
+    // it): the call fails with a reason, and the operator stays up.
+    let scratch = std::env::temp_dir().join(format!("lameduck-crash-{}", std::process::id()));
+    let old_crd: CustomResourceDefinition = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(previous_chart(&scratch).join("crds/shutdownpolicies.lameduck.io.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    put_crd(&crds, old_crd).await;
+    let _: ShutdownPolicy = ns.create(policy).await;
+    let operator = Operator::start(&ns, "op-crash", &[]).await;
+    let _: Job = ns.create(labelled_job("crash", "crash")).await;
+    let pod = job_pod(&ns, "crash").await;
+    let deadline = Instant::now() + 2 * MINUTE;
+    loop {
+        let said = operator_events(&ns, &pod.name_any()).await;
+        if said
+            .iter()
+            .any(|e| e.reason == events::SHUTDOWN_CALL_FAILED && e.note.contains("is not a URI path"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed call that names the path: {said:?}\n{}",
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Still serving, and nothing panicked on the way.
+    assert_eq!(operator.metric("lameduck_leader").await, Some(1.0), "{}", operator.log_text());
+    assert!(!operator.log_text().contains("panicked"), "{}", operator.log_text());
+    assert_eq!(
+        operator.metric(r#"lameduck_reconcile_errors_total{reason="panic"}"#).await.unwrap_or(0.0),
+        0.0
+    );
+
+    drop(operator);
+    drop(restore);
+    let _ = std::fs::remove_dir_all(&scratch);
+    ns.finish().await;
 }
