@@ -202,3 +202,13 @@ async fn a_dry_run_that_would_give_up_says_so_and_writes_nothing_to_the_pod() {
     assert_eq!(ctx.metrics.shutdowns.with_label_values(&["gave_up", "Job"]).get(), 0);
     api.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_caught_panic_is_counted_and_backed_off_like_an_api_error() {
+    let (ctx, _server, _leader) = context();
+    let pod = Arc::new(stuck_pod());
+    let error = Error::Panic("a bug".into());
+    let wait = error_policy(pod, &error, ctx.clone());
+    assert!((2.5..=5.0).contains(&requeue_seconds(&wait)), "{wait:?}");
+    assert_eq!(ctx.metrics.reconcile_errors.with_label_values(&["panic"]).get(), 1);
+}

@@ -156,6 +156,11 @@ async fn patch_if_unchanged(
     }
 }
 
+/// Runs `work`, turning a panic into its message.
+pub async fn guarded<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
+    AssertUnwindSafe(work).catch_unwind().await.map_err(|panic| panic_message(panic.as_ref()))
+}
+
 /// What a caught panic said, bounded (it goes into an event).
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     let text = panic
@@ -179,10 +184,9 @@ pub async fn reconcile(cached: Arc<SlimPod>, ctx: Arc<Context>) -> Result<Requeu
     let pod = cached.to_pod();
     // kube-runtime re-raises a reconcile's panic, which would end the process; one policy or pod
     // that trips a bug must not stop every namespace's shutdowns and the webhook with them.
-    let result = match AssertUnwindSafe(act(&ctx, &pod)).catch_unwind().await {
+    let result = match guarded(act(&ctx, &pod)).await {
         Ok(result) => result,
-        Err(panic) => {
-            let message = panic_message(panic.as_ref());
+        Err(message) => {
             tracing::error!(pod = %pod.name_any(), namespace = ?pod.namespace(), panic = %message, "reconcile panicked");
             ctx.publish(
                 &pod,
@@ -570,4 +574,22 @@ pub fn error_policy(pod: Arc<SlimPod>, error: &Error, ctx: Arc<Context>) -> Requ
     tracing::warn!(pod = %pod.name_any(), namespace = ?pod.namespace(), %error, failures,
         retry_in = ?delay, "reconcile failed");
     Requeue::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_error_with_its_message() {
+        assert_eq!(guarded(async { 7 }).await, Ok(7));
+        let caught = guarded(async {
+            let path: Option<&str> = None;
+            path.map(str::len).unwrap_or_else(|| panic!("a bug on {}", "/a b"))
+        })
+        .await;
+        assert_eq!(caught, Err("a bug on /a b".to_owned()));
+        let long = guarded(async { std::panic::panic_any(vec![1]) }).await;
+        assert_eq!(long, Err("a panic without a message".to_owned()));
+    }
 }
