@@ -155,11 +155,14 @@ impl Forwarder {
         }
         // An HTTP/2 app refuses streams it will not process (a GOAWAY that does not cover them,
         // or REFUSED_STREAM: nginx does so after `keepalive_requests`). RFC 9113 section 8.7 lets
-        // such a request go again on a new connection, whatever its method, as long as it can be
-        // rebuilt: so keep a copy of a bodyless one. HTTP/1 has no such signal; hyper's client
+        // such a request go again on a new connection, whatever its method; this proxy resends
+        // only idempotent ones (RFC 9110 section 9.2.2), as its HTTP/1 relay does, so that an app
+        // whose GOAWAY under-reports what it processed cannot be made to act twice on a POST. A
+        // copy of a bodyless one is kept to rebuild it. HTTP/1 has no such signal; hyper's client
         // itself resends a request it never started to write.
         let (client, resend) = if req.version() == Version::HTTP_2 {
-            let resend = hyper::body::Body::is_end_stream(req.body()).then(|| Resend::of(&req));
+            let replayable = req.method().is_idempotent() && hyper::body::Body::is_end_stream(req.body());
+            let resend = replayable.then(|| Resend::of(&req));
             (&self.http2, resend)
         } else {
             *req.version_mut() = Version::HTTP_11;

@@ -223,9 +223,31 @@ impl H2 {
 
     /// The status a GET of `http://app{path}` gets; 0 when the request fails.
     pub async fn status(&self, path: &str) -> u16 {
-        let request = Request::get(format!("http://app{path}")).body(Empty::<Bytes>::new()).unwrap();
+        self.status_of(http::Method::GET, "app", path).await
+    }
+
+    /// The status a bodyless `method` of `http://{authority}{path}` gets; 0 when it fails.
+    pub async fn status_of(&self, method: http::Method, authority: &str, path: &str) -> u16 {
+        self.send(method, authority, path).await.map(|(status, _)| status).unwrap_or(0)
+    }
+
+    /// A bodyless `method` of `http://{authority}{path}`: `(status, body)`.
+    pub async fn send(
+        &self,
+        method: http::Method,
+        authority: &str,
+        path: &str,
+    ) -> Result<(u16, String), String> {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{authority}{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
         let mut sender = self.sender.clone();
-        sender.send_request(request).await.map(|r| r.status().as_u16()).unwrap_or(0)
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 }
 
