@@ -57,6 +57,10 @@ pub(crate) struct RunArgs {
     /// An HTTP/1 request head must arrive within this time (slowloris guard).
     #[arg(long, env = env::PROXY_HEADER_READ_TIMEOUT, default_value = "10s", value_name = "DURATION")]
     pub(crate) header_read_timeout: String,
+    /// Connections to the app open at once, all kinds together (HTTP/1, HTTP/2, opaque TCP):
+    /// past it, a request that needs a new one gets a 503 from the proxy.
+    #[arg(long, env = ENV_MAX_APP_CONNECTIONS, default_value = "1024", value_name = "N")]
+    pub(crate) max_app_connections: String,
     /// Worker threads: 1 runs everything on one thread, like one nginx worker; more use tokio's
     /// multi-thread scheduler.
     #[arg(long, env = env::PROXY_CORES, default_value = "1", value_name = "N")]
@@ -68,6 +72,11 @@ pub(crate) struct RunArgs {
     #[arg(long, env = env::PROXY_LOG_LEVEL, default_value = "info", value_name = "FILTER")]
     pub(crate) log_level: String,
 }
+
+// The names of the flags below live here rather than in `lameduck_api::names::env` because the
+// operator and the chart do not set them; move them there when one does.
+/// `--max-app-connections`.
+const ENV_MAX_APP_CONNECTIONS: &str = "LAMEDUCK_PROXY_MAX_APP_CONNECTIONS";
 
 /// More worker threads than this is a typo rather than a sidecar's size.
 const MAX_CORES: usize = 64;
@@ -91,6 +100,7 @@ pub(crate) struct Config {
     pub(crate) settings_file: Option<PathBuf>,
     pub(crate) settings_poll_interval: Duration,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) max_app_connections: usize,
     pub(crate) cores: usize,
     pub(crate) log_format: LogFormat,
     pub(crate) log_level: String,
@@ -173,6 +183,20 @@ impl RunArgs {
                 env::PROXY_ALLOW_OPEN_OUTBOUND
             ));
         }
+        let mut count = |flag: &str, var: &str, text: &str| -> usize {
+            match text.trim().parse::<usize>() {
+                Ok(n) if n > 0 && u32::try_from(n).is_ok() => n,
+                _ => {
+                    errors.push(format!(
+                        "--{flag} ({var}): {text:?} is not a whole number from 1 to {}",
+                        u32::MAX
+                    ));
+                    1
+                }
+            }
+        };
+        let max_app_connections =
+            count("max-app-connections", ENV_MAX_APP_CONNECTIONS, &self.max_app_connections);
         let cores = match self.cores.trim().parse::<usize>() {
             Ok(n) if (1..=MAX_CORES).contains(&n) => n,
             _ => {
@@ -228,6 +252,7 @@ impl RunArgs {
             settings_file: self.settings_file.clone(),
             settings_poll_interval,
             header_read_timeout,
+            max_app_connections,
             cores,
             log_format,
             log_level: self.log_level.clone(),
@@ -285,6 +310,7 @@ mod tests {
         assert_eq!(config.shutdown_grace_period, Duration::from_secs(120));
         assert!(!config.enable_shutdown_endpoint);
         assert_eq!(config.cores, 1);
+        assert_eq!(config.max_app_connections, 1024);
         assert_eq!(config.log_format, LogFormat::Plain);
     }
 
@@ -303,11 +329,13 @@ mod tests {
             "0s",
             "--cores",
             "0",
+            "--max-app-connections",
+            "none",
         ])
         .validate()
         .unwrap_err();
         let joined = errors.join("\n");
-        assert_eq!(errors.len(), 6, "{joined}");
+        assert_eq!(errors.len(), 7, "{joined}");
         for needle in [
             "--inbound-addr (LAMEDUCK_PROXY_INBOUND_ADDR): \"nowhere\"",
             "--shutdown-grace-period (LAMEDUCK_PROXY_SHUTDOWN_GRACE_PERIOD)",
@@ -315,6 +343,7 @@ mod tests {
             "--log-format",
             "--settings-poll-interval",
             "--cores (LAMEDUCK_PROXY_CORES): \"0\" is not a whole number from 1 to 64",
+            "--max-app-connections (LAMEDUCK_PROXY_MAX_APP_CONNECTIONS): \"none\" is not a whole number",
         ] {
             assert!(joined.contains(needle), "{needle} missing from {joined}");
         }

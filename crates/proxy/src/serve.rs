@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use lameduck_proxy::framing::head::MAX_HEAD_BYTES;
 
 use crate::{
+    app::AppConnections,
     detect::{self, Protocol},
     forward::Forwarder,
     lifecycle::Lifecycle,
@@ -31,8 +32,9 @@ const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct Listener {
     pub(crate) direction: Direction,
-    /// Inbound: the app, for opaque TCP. Outbound has no fixed destination.
-    pub(crate) target: Option<SocketAddr>,
+    /// Inbound: the app and its connection budget, for opaque TCP. Outbound has no fixed
+    /// destination.
+    pub(crate) target: Option<(SocketAddr, Arc<AppConnections>)>,
     pub(crate) forwarder: Arc<Forwarder>,
     /// Inbound: the HTTP/1 relay, which hands what it does not carry to `forwarder`.
     pub(crate) relay: Option<Relay>,
@@ -165,9 +167,17 @@ impl Listener {
                 self.drive(conn, graceful, self.lifecycle.draining()).await;
             }
             Protocol::Opaque => {
-                match self.target {
-                    Some(target) => {
-                        opaque::forward(stream, target, self.direction, &self.lifecycle, &self.metrics).await;
+                match &self.target {
+                    Some((target, slots)) => {
+                        opaque::forward(
+                            stream,
+                            *target,
+                            slots,
+                            self.direction,
+                            &self.lifecycle,
+                            &self.metrics,
+                        )
+                        .await;
                     }
                     None => {
                         // Outbound has no destination for raw TCP: the app must use CONNECT.

@@ -258,11 +258,13 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Requests that have reached the app (any path).
     pub received: Arc<AtomicUsize>,
+    /// Connections the app has accepted.
+    pub accepted: Arc<AtomicUsize>,
 }
 
 /// Accepts on a new loopback port and serves each connection with `serve` in a task of its own,
-/// passing it the counter returned here.
-async fn serve_each<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+/// passing it the counter returned here; the second counter counts connections.
+async fn serve_each<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>)
 where
     F: Fn(TcpStream, Arc<AtomicUsize>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -270,19 +272,22 @@ where
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&received);
+    let connections = Arc::clone(&accepted);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
+            connections.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(serve(stream, Arc::clone(&counter)));
         }
     });
-    (addr, received)
+    (addr, received, accepted)
 }
 
 impl Upstream {
     pub async fn start() -> Self {
-        let (addr, received) = serve_each(|stream, counter| async move {
+        let (addr, received, accepted) = serve_each(|stream, counter| async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 counter.fetch_add(1, Ordering::SeqCst);
                 app(req)
@@ -292,11 +297,15 @@ impl Upstream {
                 .await;
         })
         .await;
-        Self { addr, received }
+        Self { addr, received, accepted }
     }
 
     pub fn received(&self) -> usize {
         self.received.load(Ordering::SeqCst)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 
@@ -420,7 +429,7 @@ pub struct OneShotUpstream {
 
 impl OneShotUpstream {
     pub async fn start(response: &'static [u8]) -> Self {
-        let (addr, received) = serve_each(move |mut stream, counter| async move {
+        let (addr, received, _) = serve_each(move |mut stream, counter| async move {
             let mut head = Vec::new();
             let mut buf = [0u8; 1024];
             while !head.windows(4).any(|w| w == b"\r\n\r\n") {
