@@ -23,7 +23,10 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use tokio::{net::TcpListener, sync::mpsc};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, mpsc},
+};
 
 use crate::{
     admin::Admin,
@@ -205,8 +208,16 @@ async fn run(config: Config) -> ExitCode {
     ] {
         let forwarder =
             Arc::new(Forwarder::new(direction, target.clone(), Arc::clone(&lifecycle), Arc::clone(&metrics)));
+        let inbound = direction == Direction::Inbound;
         let relay = target.clone().map(|(target, slots)| {
-            Relay::new(target, Arc::clone(&lifecycle), &metrics, config.header_read_timeout, slots)
+            Relay::new(
+                target,
+                Arc::clone(&lifecycle),
+                &metrics,
+                config.header_read_timeout,
+                config.inbound_idle_timeout,
+                slots,
+            )
         });
         let listener_state = Arc::new(Listener {
             direction,
@@ -216,6 +227,8 @@ async fn run(config: Config) -> ExitCode {
             lifecycle: Arc::clone(&lifecycle),
             metrics: Arc::clone(&metrics),
             header_read_timeout: config.header_read_timeout,
+            idle_timeout: inbound.then_some(config.inbound_idle_timeout),
+            connection_slots: inbound.then(|| Arc::new(Semaphore::new(config.max_inbound_connections))),
         });
         tokio::spawn(listener_state.accept_loop(listener));
     }

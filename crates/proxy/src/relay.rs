@@ -51,6 +51,8 @@ pub(crate) struct Relay {
     lifecycle: Arc<Lifecycle>,
     metrics: RequestMetrics,
     header_read_timeout: Duration,
+    /// A keep-alive connection waiting this long for its next request is closed.
+    idle_timeout: Duration,
 }
 
 /// How a client connection left the relay.
@@ -249,6 +251,7 @@ impl Relay {
         lifecycle: Arc<Lifecycle>,
         metrics: &Metrics,
         header_read_timeout: Duration,
+        idle_timeout: Duration,
         slots: Arc<AppConnections>,
     ) -> Self {
         let pool = Arc::new(Pool::new(
@@ -266,6 +269,7 @@ impl Relay {
             lifecycle,
             metrics: RequestMetrics::new(metrics, Direction::Inbound),
             header_read_timeout,
+            idle_timeout,
         }
     }
 
@@ -308,7 +312,18 @@ impl Relay {
                     }
                 }
                 idle.store(true, Ordering::Relaxed);
-                client.readable().await?;
+                // Closing races with a request the client may be sending, so the timeout is long
+                // (see --inbound-idle-timeout): a client's own pool normally closes first.
+                match tokio::time::timeout(self.idle_timeout, client.readable()).await {
+                    Ok(readable) => readable?,
+                    Err(_) => {
+                        tracing::debug!(
+                            "inbound keep-alive connection idle past --inbound-idle-timeout; closing"
+                        );
+                        let _ = client.shutdown().await;
+                        return Ok(Ended::Closed);
+                    }
+                }
                 idle.store(false, Ordering::Relaxed);
             }
             let request = match self.read_head(client, &mut buf, &mut out).await? {

@@ -7,7 +7,11 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    time::Instant,
+};
 
 use lameduck_proxy::framing::head::MAX_HEAD_BYTES;
 
@@ -20,6 +24,7 @@ use crate::{
     opaque,
     prefixed::Prefixed,
     relay::{Ended, Relay},
+    response_body::ProxyBody,
 };
 
 /// A client that sends nothing for this long may speak a server-first protocol: treat as opaque.
@@ -42,6 +47,97 @@ pub(crate) struct Listener {
     pub(crate) metrics: Arc<Metrics>,
     /// Slowloris guard: an HTTP/1 request head must arrive within this time.
     pub(crate) header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (inbound).
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Inbound: one permit per open connection (`--max-inbound-connections`).
+    pub(crate) connection_slots: Option<Arc<Semaphore>>,
+}
+
+/// The requests in flight on one connection served by hyper, and since when there has been none,
+/// for the idle timeout. A request counts until its response body has been sent.
+#[derive(Debug)]
+struct Activity(watch::Sender<ActivityState>);
+
+#[derive(Clone, Copy, Debug)]
+struct ActivityState {
+    in_flight: usize,
+    idle_since: Instant,
+}
+
+/// Counts a request in flight until dropped (with the response body it is moved into).
+#[derive(Debug)]
+struct Active(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self(watch::Sender::new(ActivityState { in_flight: 0, idle_since: Instant::now() })))
+    }
+
+    fn start(self: &Arc<Self>) -> Active {
+        // Watchers are woken only when the connection stops or starts being idle.
+        self.0.send_if_modified(|state| {
+            state.in_flight += 1;
+            state.in_flight == 1
+        });
+        Active(Arc::clone(self))
+    }
+
+    /// Resolves once no request has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        let mut rx = self.0.subscribe();
+        loop {
+            let since = rx.wait_for(|state| state.in_flight == 0).await.map(|state| state.idle_since);
+            let Ok(since) = since else { return std::future::pending().await };
+            tokio::select! {
+                () = tokio::time::sleep_until(since + timeout) => {
+                    let state = *rx.borrow();
+                    if state.in_flight == 0 && state.idle_since == since {
+                        return;
+                    }
+                }
+                _ = rx.changed() => {}
+            }
+        }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.0.send_if_modified(|state| {
+            state.in_flight -= 1;
+            if state.in_flight == 0 {
+                state.idle_since = Instant::now();
+            }
+            state.in_flight == 0
+        });
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it has been sent.
+#[derive(Debug)]
+struct Tracked {
+    body: ProxyBody,
+    _active: Active,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Decrements a gauge when the connection ends, however it ends.
@@ -62,10 +158,7 @@ impl Listener {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        tokio::spawn(Arc::clone(&self).serve(stream));
-                    }
+                    Ok((stream, _peer)) => Arc::clone(&self).admit(stream),
                     Err(err) => {
                         // Out of file descriptors and the like: pause instead of spinning, and
                         // say so once every few seconds rather than on every retry.
@@ -87,8 +180,7 @@ impl Listener {
                             biased;
                             accepted = listener.accept() => match accepted {
                                 Ok((stream, _peer)) => {
-                                    let _ = stream.set_nodelay(true);
-                                    tokio::spawn(Arc::clone(&self).serve(stream));
+                                    Arc::clone(&self).admit(stream);
                                     backlog += 1;
                                 }
                                 Err(_) => break,
@@ -104,7 +196,35 @@ impl Listener {
         }
     }
 
-    async fn serve(self: Arc<Self>, stream: TcpStream) {
+    /// Serves an accepted connection, or closes it at once when `--max-inbound-connections` are
+    /// already open. Closing rather than leaving it in the backlog is what Envoy does past a
+    /// listener's connection limit (`downstream_cx_overflow`), and what a meshed client's proxy
+    /// handles best: it sees a failed connection at once and tries another endpoint, where a
+    /// connection left in the backlog would look established and hang until its request timed
+    /// out.
+    fn admit(self: Arc<Self>, stream: TcpStream) {
+        let permit = match &self.connection_slots {
+            Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    self.metrics
+                        .refused
+                        .with_label_values(&[self.direction.as_str(), "connection-limit"])
+                        .inc();
+                    tracing::debug!(
+                        direction = self.direction.as_str(),
+                        "--max-inbound-connections are open; closing a new one"
+                    );
+                    return;
+                }
+            },
+            None => None,
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(self.serve(stream, permit));
+    }
+
+    async fn serve(self: Arc<Self>, stream: TcpStream, _permit: Option<OwnedSemaphorePermit>) {
         let _open = self.lifecycle.open();
         let direction = self.direction.as_str();
         let gauge = self.metrics.open_connections.with_label_values(&[direction]);
@@ -123,7 +243,23 @@ impl Listener {
         self.metrics.connections.with_label_values(&[direction, protocol.as_str()]).inc();
 
         let forwarder = Arc::clone(&self.forwarder);
-        let service = service_fn(move |req| Arc::clone(&forwarder).handle(req));
+        let activity = Activity::new();
+        let tracker = Arc::clone(&activity);
+        let service = service_fn(move |req| {
+            let active = tracker.start();
+            let forwarder = Arc::clone(&forwarder);
+            async move {
+                let response = forwarder.handle(req).await?;
+                Ok::<_, std::convert::Infallible>(response.map(|body| Tracked { body, _active: active }))
+            }
+        });
+        // Never resolves without an idle timeout (outbound: the app's own connections).
+        let idle = async {
+            match self.idle_timeout {
+                Some(timeout) => activity.idle_for(timeout).await,
+                None => std::future::pending().await,
+            }
+        };
         match protocol {
             Protocol::Http1 => {
                 let mut stream = stream;
@@ -155,7 +291,7 @@ impl Listener {
                 // rather than a graceful shutdown, which would close it before its first request.
                 let graceful = (!accepted_while_draining)
                     .then_some(|conn: Pin<&mut http1::UpgradeableConnection<_, _>>| conn.graceful_shutdown());
-                self.drive(conn, graceful, self.lifecycle.linger_over()).await;
+                self.drive(conn, graceful, first(self.lifecycle.linger_over(), idle)).await;
             }
             Protocol::Http2 => {
                 let conn = http2::Builder::new(TokioExecutor::new())
@@ -163,8 +299,10 @@ impl Listener {
                     .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
                     .serve_connection(TokioIo::new(stream), service);
                 // GOAWAY: open streams finish, new ones go to another connection.
+                // Idle: GOAWAY too, so a request racing the close is refused unprocessed and the
+                // client sends it again on a new connection.
                 let graceful = Some(|conn: Pin<&mut http2::Connection<_, _, _>>| conn.graceful_shutdown());
-                self.drive(conn, graceful, self.lifecycle.draining()).await;
+                self.drive(conn, graceful, first(self.lifecycle.draining(), idle)).await;
             }
             Protocol::Opaque => {
                 match &self.target {
@@ -221,5 +359,13 @@ impl Listener {
                 }
             }
         }
+    }
+}
+
+/// Resolves when either future does.
+async fn first(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+    tokio::select! {
+        () = a => {}
+        () = b => {}
     }
 }

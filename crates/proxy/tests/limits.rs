@@ -117,3 +117,85 @@ async fn past_the_app_connection_limit_a_request_gets_a_503_that_says_why() {
     assert_eq!(upstream.accepted(), 3, "the HTTP/2 connection took an idle one's place");
     assert!(metric(&proxy.metrics().await, "lameduck_proxy_app_connections") <= 2.0);
 }
+
+/// Reads until the peer closes: `Some(bytes)`, or `None` when it stays open for `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut read = Vec::new();
+    let reading = tokio::io::AsyncReadExt::read_to_end(stream, &mut read);
+    match tokio::time::timeout(within, reading).await {
+        Ok(_) => Some(read),
+        Err(_) => None,
+    }
+}
+
+/// An idle keep-alive connection is closed after `--inbound-idle-timeout`; one whose request
+/// takes longer than that is not idle, and gets its answer.
+#[tokio::test]
+async fn an_idle_http1_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(upstream.addr, &["--inbound-idle-timeout", "300ms"]).await;
+    let mut slow = TcpStream::connect(proxy.inbound).await.unwrap();
+    slow.write_all(b"GET /slow?ms=900 HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+    let mut idle = TcpStream::connect(proxy.inbound).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let read = closed_within(&mut idle, 3 * SECOND).await.expect("the idle connection is closed");
+    assert!(String::from_utf8_lossy(&read).starts_with("HTTP/1.1 200"), "answered first");
+    assert!(started.elapsed() >= Duration::from_millis(300), "closed after {:?}", started.elapsed());
+    let read = closed_within(&mut slow, 3 * SECOND).await.expect("closed once idle after its answer");
+    let read = String::from_utf8_lossy(&read);
+    assert!(read.starts_with("HTTP/1.1 200") && read.ends_with("slept 900ms"), "{read}");
+}
+
+/// An HTTP/2 connection with no request open gets GOAWAY after `--inbound-idle-timeout`; a
+/// request that takes longer than that is not cut.
+#[tokio::test]
+async fn an_idle_http2_connection_gets_goaway_after_the_idle_timeout() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(upstream.addr, &["--inbound-idle-timeout", "300ms"]).await;
+    let stream = TcpStream::connect(proxy.inbound).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = tokio::spawn(conn);
+    let mut sender: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> = sender;
+    let request = http::Request::get("http://app/slow?ms=900").body(http_body_util::Empty::new()).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200, "a request longer than the idle timeout is served");
+    assert!(!closed.is_finished(), "the connection was not idle");
+    let ended = tokio::time::timeout(3 * SECOND, &mut closed).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "closed gracefully once idle: {ended:?}");
+    assert!(started.elapsed() >= Duration::from_millis(1200), "closed after {:?}", started.elapsed());
+}
+
+const CONNECTION_LIMIT_REFUSED: &str =
+    "lameduck_proxy_refused_connections_total{direction=\"inbound\",reason=\"connection-limit\"}";
+
+/// Past `--max-inbound-connections`, a new connection is accepted and closed at once, counted;
+/// the open ones keep being served, and a slot that frees up takes a new connection again.
+#[tokio::test]
+async fn past_the_inbound_connection_limit_a_new_connection_is_closed_at_once() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(upstream.addr, &["--max-inbound-connections", "2"]).await;
+    let mut first = H1::connect(proxy.inbound).await.unwrap();
+    let mut second = H1::connect(proxy.inbound).await.unwrap();
+    assert_eq!(first.get("/").await.unwrap().status, 200);
+    assert_eq!(second.get("/").await.unwrap().status, 200);
+
+    let mut third = TcpStream::connect(proxy.inbound).await.unwrap();
+    let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n").await;
+    let read = closed_within(&mut third, SECOND).await.expect("closed at once");
+    assert!(read.is_empty(), "{:?}", String::from_utf8_lossy(&read));
+    assert_eq!(metric(&proxy.metrics().await, CONNECTION_LIMIT_REFUSED), 1.0);
+    assert_eq!(first.get("/").await.unwrap().status, 200, "open connections are still served");
+
+    drop(second);
+    eventually("a freed slot to take a new connection", 5 * SECOND, async || {
+        (get(proxy.inbound, "/").await.ok()?.0 == 200).then_some(())
+    })
+    .await;
+}
