@@ -29,8 +29,26 @@ use crate::{
 
 /// A client that sends nothing for this long may speak a server-first protocol: treat as opaque.
 const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// HTTP/2 limits, set here rather than left to hyper's and h2's defaults, which may change:
 /// Streams one HTTP/2 client may have open at once.
-const MAX_CONCURRENT_STREAMS: u32 = 256;
+const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Streams a client opened and reset before the proxy took them, at once; past it, GOAWAY
+/// (ENHANCE_YOUR_CALM). The rapid-reset guard (CVE-2023-44487); h2's own default.
+const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the proxy had to reset for a client's errors before it sends GOAWAY; hyper's default.
+const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// A request's header list, decoded, as for an HTTP/1 head: one that passes one path passes the
+/// other. h2 also derives from it how many CONTINUATION frames one header block may take (5 at
+/// 64 KiB), the CONTINUATION-flood guard.
+const H2_MAX_HEADER_LIST_SIZE: u32 = MAX_HEAD_BYTES as u32;
+/// What one client can make the proxy buffer: its request bodies up to the flow-control windows,
+/// and up to this much of each response it does not read.
+const H2_WINDOW: u32 = 1024 * 1024;
+const H2_MAX_SEND_BUF_SIZE: usize = 400 * 1024;
+/// A PING every so often finds a peer that went away without a word; one not answered within
+/// the timeout closes the connection.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Accept failures (such as running out of file descriptors) are logged at most this often.
 const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(5);
 /// What every connection on one listener shares.
@@ -296,7 +314,15 @@ impl Listener {
             Protocol::Http2 => {
                 let conn = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
-                    .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                    .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+                    .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+                    .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+                    .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
+                    .initial_stream_window_size(H2_WINDOW)
+                    .initial_connection_window_size(H2_WINDOW)
+                    .max_send_buf_size(H2_MAX_SEND_BUF_SIZE)
+                    .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+                    .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service);
                 // GOAWAY: open streams finish, new ones go to another connection.
                 // Idle: GOAWAY too, so a request racing the close is refused unprocessed and the

@@ -697,7 +697,8 @@ impl H2App {
     }
 }
 
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+/// One HTTP/2 frame (RFC 9113 section 4.1), for clients and apps written frame by frame.
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
     let mut frame = len.to_be_bytes()[1..].to_vec();
     frame.extend([kind, flags]);
