@@ -102,8 +102,15 @@ async fn past_the_app_connection_limit_a_request_gets_a_503_that_says_why() {
     let (status, body) = h2.send(Method::GET, "app", "/").await.unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("--max-app-connections"), "{body}");
+    // An HTTP/1.0 request takes hyper's path, whose client has the same budget.
+    let (reply, _) = raw_exchange(proxy.inbound, b"GET / HTTP/1.0\r\nHost: app\r\n\r\n", 5 * SECOND).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.0 503") && reply.contains("--max-app-connections"), "{reply}");
+    // Opaque TCP cannot be told why: the connection is closed.
+    let (reply, closed) = raw_exchange(proxy.inbound, b"\x00\x01opaque", 5 * SECOND).await;
+    assert!(reply.is_empty() && closed, "{reply:?}");
     let metrics = proxy.metrics().await;
-    assert_eq!(metric(&metrics, APP_LIMIT_REFUSED), 2.0, "{metrics}");
+    assert_eq!(metric(&metrics, APP_LIMIT_REFUSED), 4.0, "{metrics}");
     assert_eq!(metric(&metrics, "lameduck_proxy_app_connections"), 2.0, "{metrics}");
     assert_eq!(upstream.received(), 2, "nothing more reached the app");
 
