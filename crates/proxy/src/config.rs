@@ -57,6 +57,17 @@ pub(crate) struct RunArgs {
     /// An HTTP/1 request head must arrive within this time (slowloris guard).
     #[arg(long, env = env::PROXY_HEADER_READ_TIMEOUT, default_value = "10s", value_name = "DURATION")]
     pub(crate) header_read_timeout: String,
+    /// Connections to the app open at once, all kinds together (HTTP/1, HTTP/2, opaque TCP):
+    /// past it, a request that needs a new one gets a 503 from the proxy.
+    #[arg(long, env = ENV_MAX_APP_CONNECTIONS, default_value = "1024", value_name = "N")]
+    pub(crate) max_app_connections: String,
+    /// An inbound HTTP/1 keep-alive connection waiting for its next request, or an HTTP/2
+    /// connection with no request open, is closed after this long (HTTP/2: with GOAWAY).
+    #[arg(long, env = ENV_INBOUND_IDLE_TIMEOUT, default_value = "10m", value_name = "DURATION")]
+    pub(crate) inbound_idle_timeout: String,
+    /// Inbound connections open at once; one past it is accepted and closed at once.
+    #[arg(long, env = ENV_MAX_INBOUND_CONNECTIONS, default_value = "10000", value_name = "N")]
+    pub(crate) max_inbound_connections: String,
     /// Worker threads: 1 runs everything on one thread, like one nginx worker; more use tokio's
     /// multi-thread scheduler.
     #[arg(long, env = env::PROXY_CORES, default_value = "1", value_name = "N")]
@@ -68,6 +79,15 @@ pub(crate) struct RunArgs {
     #[arg(long, env = env::PROXY_LOG_LEVEL, default_value = "info", value_name = "FILTER")]
     pub(crate) log_level: String,
 }
+
+// The names of the flags below live here rather than in `lameduck_api::names::env` because the
+// operator and the chart do not set them; move them there when one does.
+/// `--max-app-connections`.
+const ENV_MAX_APP_CONNECTIONS: &str = "LAMEDUCK_PROXY_MAX_APP_CONNECTIONS";
+/// `--inbound-idle-timeout`.
+const ENV_INBOUND_IDLE_TIMEOUT: &str = "LAMEDUCK_PROXY_INBOUND_IDLE_TIMEOUT";
+/// `--max-inbound-connections`.
+const ENV_MAX_INBOUND_CONNECTIONS: &str = "LAMEDUCK_PROXY_MAX_INBOUND_CONNECTIONS";
 
 /// More worker threads than this is a typo rather than a sidecar's size.
 const MAX_CORES: usize = 64;
@@ -91,6 +111,9 @@ pub(crate) struct Config {
     pub(crate) settings_file: Option<PathBuf>,
     pub(crate) settings_poll_interval: Duration,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) max_app_connections: usize,
+    pub(crate) inbound_idle_timeout: Duration,
+    pub(crate) max_inbound_connections: usize,
     pub(crate) cores: usize,
     pub(crate) log_format: LogFormat,
     pub(crate) log_level: String,
@@ -138,9 +161,12 @@ impl RunArgs {
         );
         let header_read_timeout =
             duration("header-read-timeout", env::PROXY_HEADER_READ_TIMEOUT, &self.header_read_timeout);
+        let inbound_idle_timeout =
+            duration("inbound-idle-timeout", ENV_INBOUND_IDLE_TIMEOUT, &self.inbound_idle_timeout);
         for (flag, var, value) in [
             ("settings-poll-interval", env::PROXY_SETTINGS_POLL_INTERVAL, settings_poll_interval),
             ("header-read-timeout", env::PROXY_HEADER_READ_TIMEOUT, header_read_timeout),
+            ("inbound-idle-timeout", ENV_INBOUND_IDLE_TIMEOUT, inbound_idle_timeout),
         ] {
             if value.is_zero() && !errors.iter().any(|e| e.contains(flag)) {
                 errors.push(format!("--{flag} ({var}): must be longer than 0s"));
@@ -173,6 +199,22 @@ impl RunArgs {
                 env::PROXY_ALLOW_OPEN_OUTBOUND
             ));
         }
+        let mut count = |flag: &str, var: &str, text: &str| -> usize {
+            match text.trim().parse::<usize>() {
+                Ok(n) if n > 0 && u32::try_from(n).is_ok() => n,
+                _ => {
+                    errors.push(format!(
+                        "--{flag} ({var}): {text:?} is not a whole number from 1 to {}",
+                        u32::MAX
+                    ));
+                    1
+                }
+            }
+        };
+        let max_app_connections =
+            count("max-app-connections", ENV_MAX_APP_CONNECTIONS, &self.max_app_connections);
+        let max_inbound_connections =
+            count("max-inbound-connections", ENV_MAX_INBOUND_CONNECTIONS, &self.max_inbound_connections);
         let cores = match self.cores.trim().parse::<usize>() {
             Ok(n) if (1..=MAX_CORES).contains(&n) => n,
             _ => {
@@ -228,6 +270,9 @@ impl RunArgs {
             settings_file: self.settings_file.clone(),
             settings_poll_interval,
             header_read_timeout,
+            max_app_connections,
+            inbound_idle_timeout,
+            max_inbound_connections,
             cores,
             log_format,
             log_level: self.log_level.clone(),
@@ -285,6 +330,9 @@ mod tests {
         assert_eq!(config.shutdown_grace_period, Duration::from_secs(120));
         assert!(!config.enable_shutdown_endpoint);
         assert_eq!(config.cores, 1);
+        assert_eq!(config.max_app_connections, 1024);
+        assert_eq!(config.inbound_idle_timeout, Duration::from_secs(600));
+        assert_eq!(config.max_inbound_connections, 10_000);
         assert_eq!(config.log_format, LogFormat::Plain);
     }
 
@@ -303,11 +351,17 @@ mod tests {
             "0s",
             "--cores",
             "0",
+            "--max-app-connections",
+            "none",
+            "--inbound-idle-timeout",
+            "0s",
+            "--max-inbound-connections",
+            "0",
         ])
         .validate()
         .unwrap_err();
         let joined = errors.join("\n");
-        assert_eq!(errors.len(), 6, "{joined}");
+        assert_eq!(errors.len(), 9, "{joined}");
         for needle in [
             "--inbound-addr (LAMEDUCK_PROXY_INBOUND_ADDR): \"nowhere\"",
             "--shutdown-grace-period (LAMEDUCK_PROXY_SHUTDOWN_GRACE_PERIOD)",
@@ -315,6 +369,9 @@ mod tests {
             "--log-format",
             "--settings-poll-interval",
             "--cores (LAMEDUCK_PROXY_CORES): \"0\" is not a whole number from 1 to 64",
+            "--max-app-connections (LAMEDUCK_PROXY_MAX_APP_CONNECTIONS): \"none\" is not a whole number",
+            "--inbound-idle-timeout (LAMEDUCK_PROXY_INBOUND_IDLE_TIMEOUT): must be longer than 0s",
+            "--max-inbound-connections (LAMEDUCK_PROXY_MAX_INBOUND_CONNECTIONS): \"0\" is not a whole number",
         ] {
             assert!(joined.contains(needle), "{needle} missing from {joined}");
         }

@@ -14,6 +14,7 @@ use lameduck_proxy::framing::hop_by_hop::strip_hop_by_hop;
 use tokio::net::TcpStream;
 
 use crate::{
+    app::{self, AppConnections, AppH2, UpstreamBody},
     lifecycle::Lifecycle,
     metrics::{Direction, Metrics, RequestMetrics},
     opaque::copy_until_forced,
@@ -21,19 +22,41 @@ use crate::{
     upstream::{self, CONNECT_TIMEOUT, Connector, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE},
 };
 
-/// What goes to the app: the client's body, or none at all for a request kept to send again.
-type UpstreamBody = Either<Incoming, Empty<Bytes>>;
-
 /// How many times a request the app refused unprocessed is sent again: a new connection takes
 /// it, and an app that keeps refusing gets a 502 rather than a loop.
 const MAX_RESENDS: usize = 2;
 
-/// Why a request could not be forwarded: it becomes a 502 or 504.
-struct UpstreamFailure {
-    status: StatusCode,
-    /// `upstream` (could not connect) or `upstream-error` (the exchange failed).
+/// Why a request could not be forwarded.
+struct SendError {
+    /// No connection could be had (counted as `upstream`), rather than a failed exchange
+    /// (`upstream-error`).
     connect: bool,
-    message: String,
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl From<hyper_util::client::legacy::Error> for SendError {
+    fn from(err: hyper_util::client::legacy::Error) -> Self {
+        Self { connect: err.is_connect(), error: err.into() }
+    }
+}
+
+impl From<app::H2Error> for SendError {
+    fn from(err: app::H2Error) -> Self {
+        let connect = err.is_connect();
+        match err {
+            // hyper's own error heads the chain, where `upstream::never_processed` looks for it.
+            app::H2Error::Request(err) => Self { connect, error: err.into() },
+            err => Self { connect, error: err.into() },
+        }
+    }
+}
+
+/// Where HTTP/2 requests go: inbound, the one connection to the app; outbound, hyper's pool,
+/// one connection per destination.
+#[derive(Debug)]
+enum Http2 {
+    App(AppH2),
+    Pooled(Box<Client<Connector, UpstreamBody>>),
 }
 
 /// Forwards requests for one direction.
@@ -45,34 +68,56 @@ pub(crate) struct Forwarder {
     /// Pooled upstream HTTP/1 connections.
     http1: Client<Connector, UpstreamBody>,
     /// HTTP/2 is multiplexed, so one upstream connection serves many requests.
-    http2: Client<Connector, UpstreamBody>,
+    http2: Http2,
+    /// Inbound: the app connection budget, for its 503s.
+    slots: Option<Arc<AppConnections>>,
     lifecycle: Arc<Lifecycle>,
     metrics: Arc<Metrics>,
     request_metrics: RequestMetrics,
 }
 
 impl Forwarder {
-    /// `target`: inbound sends everything there; outbound (`None`) goes where each request says.
+    /// `target`: inbound sends everything there, within the `slots` budget; outbound (`None`)
+    /// goes where each request says.
     pub(crate) fn new(
         direction: Direction,
-        target: Option<SocketAddr>,
+        target: Option<(SocketAddr, Arc<AppConnections>)>,
         lifecycle: Arc<Lifecycle>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let (address, slots) = target.map_or((None, None), |(address, slots)| (Some(address), Some(slots)));
         let http1 = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .build(Connector::new(target));
-        let http2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(Connector::new(target));
+            .build(Connector::new(address, slots.clone()));
+        let http2 = match (address, &slots) {
+            (Some(address), Some(slots)) => {
+                Http2::App(AppH2::new(address, CONNECT_TIMEOUT, Arc::clone(slots)))
+            }
+            _ => Http2::Pooled(Box::new(
+                Client::builder(TokioExecutor::new())
+                    .http2_only(true)
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                    .build(Connector::new(None, None)),
+            )),
+        };
         let request_metrics = RequestMetrics::new(&metrics, direction);
-        let target_authority = target.map(|t| t.to_string());
-        Self { direction, target_authority, http1, http2, lifecycle, metrics, request_metrics }
+        let target_authority = address.map(|t| t.to_string());
+        Self { direction, target_authority, http1, http2, slots, lifecycle, metrics, request_metrics }
+    }
+
+    /// Sends a request on the client for its version.
+    async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, SendError> {
+        if req.version() < Version::HTTP_2 {
+            return Ok(self.http1.request(req).await?);
+        }
+        match &self.http2 {
+            Http2::App(app) => Ok(app.request(req).await?),
+            Http2::Pooled(client) => Ok(client.request(req).await?),
+        }
     }
 
     /// Serves one request; never fails, so one bad request cannot break its connection's others.
@@ -107,7 +152,7 @@ impl Forwarder {
         let uri = req.uri();
         if let Some(target) = &self.target_authority {
             // Inbound HTTP/1 always goes to the app. Inbound HTTP/2 keeps :authority so the app
-            // sees the name the client used; its connector goes to the app whatever it says.
+            // sees the name the client used; it goes on the one app connection whatever it says.
             return Ok(match uri.authority() {
                 Some(authority) if req.version() == Version::HTTP_2 => Cow::Borrowed(authority.as_str()),
                 _ => Cow::Borrowed(target.as_str()),
@@ -155,52 +200,57 @@ impl Forwarder {
         }
         // An HTTP/2 app refuses streams it will not process (a GOAWAY that does not cover them,
         // or REFUSED_STREAM: nginx does so after `keepalive_requests`). RFC 9113 section 8.7 lets
-        // such a request go again on a new connection, whatever its method, as long as it can be
-        // rebuilt: so keep a copy of a bodyless one. HTTP/1 has no such signal; hyper's client
+        // such a request go again on a new connection, whatever its method; this proxy resends
+        // only idempotent ones (RFC 9110 section 9.2.2), as its HTTP/1 relay does, so that an app
+        // whose GOAWAY under-reports what it processed cannot be made to act twice on a POST. A
+        // copy of a bodyless one is kept to rebuild it. HTTP/1 has no such signal; hyper's client
         // itself resends a request it never started to write.
-        let (client, resend) = if req.version() == Version::HTTP_2 {
-            let resend = hyper::body::Body::is_end_stream(req.body()).then(|| Resend::of(&req));
-            (&self.http2, resend)
+        let resend = if req.version() == Version::HTTP_2 {
+            let replayable = req.method().is_idempotent() && hyper::body::Body::is_end_stream(req.body());
+            replayable.then(|| Resend::of(&req))
         } else {
             *req.version_mut() = Version::HTTP_11;
-            (&self.http1, None)
+            None
         };
         let req = req.map(|body| match resend {
             Some(_) => Either::Right(Empty::new()),
             None => Either::Left(body),
         });
-        let mut outcome = client.request(req).await;
+        let mut outcome = self.send(req).await;
         for _ in 0..MAX_RESENDS {
             match (&outcome, &resend) {
-                (Err(err), Some(resend)) if upstream::never_processed(err) => {
-                    tracing::debug!(direction = self.direction.as_str(), %authority, error = with_causes(err), "the app refused a request unprocessed; sending it again");
-                    outcome = client.request(resend.request()).await;
+                (Err(err), Some(resend)) if upstream::never_processed(&*err.error) => {
+                    tracing::debug!(direction = self.direction.as_str(), %authority, error = with_causes(&*err.error), "the app refused a request unprocessed; sending it again");
+                    outcome = self.send(resend.request()).await;
                 }
                 _ => break,
             }
         }
-        let result = outcome.map_err(|err| UpstreamFailure {
-            status: StatusCode::BAD_GATEWAY,
-            connect: err.is_connect(),
-            message: with_causes(&err),
-        });
-        match result {
+        match outcome {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, ProxyBody::Upstream(body))
             }
             Err(failure) => {
+                let message = with_causes(&*failure.error);
+                tracing::debug!(direction = self.direction.as_str(), %authority, error = %message, "upstream request failed");
+                if let (Some(slots), Some(limit)) = (&self.slots, app::limit_reached(&*failure.error)) {
+                    slots.refused();
+                    return local_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("lameduck-proxy: {limit}; try again later\n"),
+                    );
+                }
                 let counter = if failure.connect {
                     &self.request_metrics.refused_upstream
                 } else {
                     &self.request_metrics.upstream_errors
                 };
                 counter.inc();
-                tracing::debug!(direction = self.direction.as_str(), %authority, error = %failure.message, "upstream request failed");
                 local_response(
-                    failure.status,
-                    format!("lameduck-proxy: {authority} unavailable: {}\n", failure.message),
+                    StatusCode::BAD_GATEWAY,
+                    format!("lameduck-proxy: {authority} unavailable: {message}\n"),
                 )
             }
         }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod app;
 mod config;
 mod control;
 mod detect;
@@ -22,7 +23,10 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use tokio::{net::TcpListener, sync::mpsc};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, mpsc},
+};
 
 use crate::{
     admin::Admin,
@@ -196,14 +200,25 @@ async fn run(config: Config) -> ExitCode {
         header_read_timeout: config.header_read_timeout,
     });
     tokio::spawn(Arc::clone(&admin).serve(admin_listener));
-    for (direction, target, listener) in
-        [(Direction::Inbound, Some(config.inbound_target), inbound), (Direction::Outbound, None, outbound)]
-    {
+    // Every connection to the app, whatever opened it, counts against one budget.
+    let app_connections = app::AppConnections::new(config.max_app_connections, &metrics);
+    for (direction, target, listener) in [
+        (Direction::Inbound, Some((config.inbound_target, app_connections)), inbound),
+        (Direction::Outbound, None, outbound),
+    ] {
         let forwarder =
-            Arc::new(Forwarder::new(direction, target, Arc::clone(&lifecycle), Arc::clone(&metrics)));
-        let relay = target
-            .filter(|_| direction == Direction::Inbound)
-            .map(|target| Relay::new(target, Arc::clone(&lifecycle), &metrics, config.header_read_timeout));
+            Arc::new(Forwarder::new(direction, target.clone(), Arc::clone(&lifecycle), Arc::clone(&metrics)));
+        let inbound = direction == Direction::Inbound;
+        let relay = target.clone().map(|(target, slots)| {
+            Relay::new(
+                target,
+                Arc::clone(&lifecycle),
+                &metrics,
+                config.header_read_timeout,
+                config.inbound_idle_timeout,
+                slots,
+            )
+        });
         let listener_state = Arc::new(Listener {
             direction,
             target,
@@ -212,6 +227,8 @@ async fn run(config: Config) -> ExitCode {
             lifecycle: Arc::clone(&lifecycle),
             metrics: Arc::clone(&metrics),
             header_read_timeout: config.header_read_timeout,
+            idle_timeout: inbound.then_some(config.inbound_idle_timeout),
+            connection_slots: inbound.then(|| Arc::new(Semaphore::new(config.max_inbound_connections))),
         });
         tokio::spawn(listener_state.accept_loop(listener));
     }

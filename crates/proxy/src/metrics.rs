@@ -44,10 +44,13 @@ pub(crate) struct Metrics {
     pub(crate) drain_seconds: Gauge,
     /// Connections closed at the grace deadline.
     pub(crate) forced_closes: IntCounter,
-    /// Connections refused, by direction and reason (`draining`, `not-http`, `upstream`).
+    /// Connections and requests refused, by direction and reason (`not-http`, `upstream`,
+    /// `upstream-error`, `app-connection-limit`).
     pub(crate) refused: IntCounterVec,
     /// Settings-file values that could not be used.
     pub(crate) settings_errors: IntCounter,
+    /// Connections to the app open now (inbound), against `--max-app-connections`.
+    pub(crate) app_connections: IntGauge,
 }
 
 fn must<T>(result: prometheus::Result<T>) -> T {
@@ -91,7 +94,7 @@ impl Metrics {
         let in_flight = gauge_vec("in_flight_requests", "HTTP requests being served now.", &["direction"]);
         let refused = counter_vec(
             "refused_connections_total",
-            "Connections the proxy closed without serving: draining, not HTTP on outbound, upstream unreachable.",
+            "Connections and requests the proxy refused: not HTTP on outbound, upstream unreachable or failed, a connection limit reached.",
             &["direction", "reason"],
         );
         let draining = must(IntGauge::new("draining", "1 while the proxy drains."));
@@ -106,6 +109,11 @@ impl Metrics {
         let settings_errors =
             must(IntCounter::new("settings_errors_total", "Settings-file values that could not be used."));
         must(registry.register(Box::new(settings_errors.clone())));
+        let app_connections = must(IntGauge::new(
+            "app_connections",
+            "Connections to the app open now, idle ones included, against --max-app-connections.",
+        ));
+        must(registry.register(Box::new(app_connections.clone())));
         // Pre-create the common series so dashboards see zeros rather than gaps.
         for direction in [Direction::Inbound, Direction::Outbound] {
             open_connections.with_label_values(&[direction.as_str()]).set(0);
@@ -125,6 +133,7 @@ impl Metrics {
             forced_closes,
             refused,
             settings_errors,
+            app_connections,
         }
     }
 
@@ -205,6 +214,7 @@ mod tests {
             "lameduck_proxy_draining 0",
             "lameduck_proxy_drain_duration_seconds 0",
             "lameduck_proxy_forced_closes_total 1",
+            "lameduck_proxy_app_connections 0",
             "lameduck_build_info{revision=\"",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");

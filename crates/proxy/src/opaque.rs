@@ -5,6 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use tokio::net::TcpStream;
 
 use crate::{
+    app::AppConnections,
     lifecycle::Lifecycle,
     metrics::{Direction, Metrics},
 };
@@ -12,14 +13,25 @@ use crate::{
 /// Upstream connection timeout for opaque TCP.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Forwards an inbound opaque connection to the app.
+/// Forwards an inbound opaque connection to the app. Its app connection takes a slot of the
+/// budget like any other; past the limit the client connection is closed, since opaque TCP has
+/// no way to say why.
 pub(crate) async fn forward(
     stream: TcpStream,
     target: SocketAddr,
+    slots: &AppConnections,
     direction: Direction,
     lifecycle: &Lifecycle,
     metrics: &Metrics,
 ) {
+    let _slot = match slots.take() {
+        Ok(slot) => slot,
+        Err(limit) => {
+            slots.refused();
+            tracing::debug!(%target, %limit, "no app connection for an opaque connection; closing it");
+            return;
+        }
+    };
     let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
         Ok(Ok(upstream)) => upstream,
         Ok(Err(err)) => {

@@ -29,8 +29,9 @@ use lameduck_proxy::framing::{
     head::{self, MAX_HEAD_BYTES, RequestHead, RequestPlan, ResponseHead, ResponsePlan},
 };
 
-use self::pool::{Checkout, Pool, Upstream};
+use self::pool::{Checkout, CheckoutError, Pool, Upstream};
 use crate::{
+    app::{AppConnections, IdleConnections, LimitReached},
     lifecycle::Lifecycle,
     metrics::{Direction, Metrics, RequestMetrics},
     upstream::{CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE},
@@ -45,10 +46,13 @@ const COPY_CHUNK: usize = 16 * 1024;
 /// Serves inbound HTTP/1 connections to one app.
 #[derive(Debug)]
 pub(crate) struct Relay {
-    pool: Pool,
+    pool: Arc<Pool>,
+    slots: Arc<AppConnections>,
     lifecycle: Arc<Lifecycle>,
     metrics: RequestMetrics,
     header_read_timeout: Duration,
+    /// A keep-alive connection waiting this long for its next request is closed.
+    idle_timeout: Duration,
 }
 
 /// How a client connection left the relay.
@@ -64,6 +68,8 @@ pub(crate) enum Ended {
 enum UpstreamError {
     /// No connection to the app: counted as refused rather than as a failed exchange.
     Connect(io::Error),
+    /// No slot left for a new app connection: a 503.
+    Limit(LimitReached),
     /// Closed before sending anything: a pooled connection the app had closed.
     Closed,
     Invalid(&'static str),
@@ -74,6 +80,7 @@ impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Connect(err) | Self::Io(err) => err.fmt(f),
+            Self::Limit(limit) => limit.fmt(f),
             Self::Closed => f.write_str("connection closed before a response"),
             Self::Invalid(why) => f.write_str(why),
         }
@@ -244,12 +251,25 @@ impl Relay {
         lifecycle: Arc<Lifecycle>,
         metrics: &Metrics,
         header_read_timeout: Duration,
+        idle_timeout: Duration,
+        slots: Arc<AppConnections>,
     ) -> Self {
+        let pool = Arc::new(Pool::new(
+            target,
+            POOL_MAX_IDLE,
+            POOL_IDLE_TIMEOUT,
+            CONNECT_TIMEOUT,
+            Arc::clone(&slots),
+        ));
+        let idle: Arc<dyn IdleConnections> = pool.clone();
+        slots.set_idle(Arc::downgrade(&idle));
         Self {
-            pool: Pool::new(target, POOL_MAX_IDLE, POOL_IDLE_TIMEOUT, CONNECT_TIMEOUT),
+            pool,
+            slots,
             lifecycle,
             metrics: RequestMetrics::new(metrics, Direction::Inbound),
             header_read_timeout,
+            idle_timeout,
         }
     }
 
@@ -292,7 +312,18 @@ impl Relay {
                     }
                 }
                 idle.store(true, Ordering::Relaxed);
-                client.readable().await?;
+                // Closing races with a request the client may be sending, so the timeout is long
+                // (see --inbound-idle-timeout): a client's own pool normally closes first.
+                match tokio::time::timeout(self.idle_timeout, client.readable()).await {
+                    Ok(readable) => readable?,
+                    Err(_) => {
+                        tracing::debug!(
+                            "inbound keep-alive connection idle past --inbound-idle-timeout; closing"
+                        );
+                        let _ = client.shutdown().await;
+                        return Ok(Ended::Closed);
+                    }
+                }
                 idle.store(false, Ordering::Relaxed);
             }
             let request = match self.read_head(client, &mut buf, &mut out).await? {
@@ -400,7 +431,7 @@ impl Relay {
                 Ok(sent_to) => sent_to,
                 Err(err) => return self.bad_gateway(client, back, request, &err, ClientBody::Read).await,
             };
-            let Upstream { stream, buf: ubuf } = &mut upstream;
+            let Upstream { stream, buf: ubuf, .. } = &mut upstream;
             let mut answer =
                 Answer { relay: self, upstream: stream, ubuf, request, back, progress: &progress };
             match answer.head().await {
@@ -409,7 +440,7 @@ impl Relay {
                 Err(err) => return self.bad_gateway(client, back, request, &err, ClientBody::Read).await,
             }
         };
-        let Upstream { stream, buf: ubuf } = &mut upstream;
+        let Upstream { stream, buf: ubuf, .. } = &mut upstream;
         let mut answer = Answer { relay: self, upstream: stream, ubuf, request, back, progress: &progress };
         match answer.relay(response, client).await {
             Ok(relayed) => {
@@ -445,7 +476,7 @@ impl Relay {
         let progress = Progress::default();
         let result = {
             let (mut client_read, mut client_write) = client.split();
-            let Upstream { stream, buf: ubuf } = &mut upstream;
+            let Upstream { stream, buf: ubuf, .. } = &mut upstream;
             let (mut upstream_read, mut upstream_write) = stream.split();
             let send = async {
                 let result = copy_body(&mut client_read, buf, &mut upstream_write, &mut body).await;
@@ -523,7 +554,10 @@ impl Relay {
     ) -> Result<(Upstream, bool), UpstreamError> {
         loop {
             let Checkout { mut upstream, reused } =
-                self.pool.checkout(allow_reuse).await.map_err(UpstreamError::Connect)?;
+                self.pool.checkout(allow_reuse).await.map_err(|err| match err {
+                    CheckoutError::Limit(limit) => UpstreamError::Limit(limit),
+                    CheckoutError::Connect(err) => UpstreamError::Connect(err),
+                })?;
             match upstream.stream.write_all(out).await {
                 Ok(()) => return Ok((upstream, reused)),
                 Err(_) if reused && replayable => allow_reuse = false,
@@ -532,8 +566,9 @@ impl Relay {
         }
     }
 
-    /// Answers 502 for an app that could not be reached or did not answer properly.
-    /// `Ok(true)`: the client connection carries another request.
+    /// Answers 502 for an app that could not be reached or did not answer properly, or 503 when
+    /// the app connection budget is spent. `Ok(true)`: the client connection carries another
+    /// request.
     async fn bad_gateway(
         &self,
         client: &mut TcpStream,
@@ -542,16 +577,31 @@ impl Relay {
         err: &UpstreamError,
         body: ClientBody,
     ) -> io::Result<bool> {
-        let counter = match err {
-            UpstreamError::Connect(_) => &self.metrics.refused_upstream,
-            _ => &self.metrics.upstream_errors,
-        };
-        counter.inc();
         let target = self.pool.target();
         tracing::debug!(direction = "inbound", %target, error = %err, "upstream request failed");
         let close = body == ClientBody::Unread || request.close || self.lifecycle.is_draining();
-        head::local_response(back, 502, &format!("lameduck-proxy: {target} unavailable: {err}"), close);
-        self.metrics.response(502);
+        let status = match err {
+            UpstreamError::Limit(limit) => {
+                self.slots.refused();
+                head::local_response(back, 503, &format!("lameduck-proxy: {limit}; try again later"), close);
+                503
+            }
+            _ => {
+                let counter = match err {
+                    UpstreamError::Connect(_) => &self.metrics.refused_upstream,
+                    _ => &self.metrics.upstream_errors,
+                };
+                counter.inc();
+                head::local_response(
+                    back,
+                    502,
+                    &format!("lameduck-proxy: {target} unavailable: {err}"),
+                    close,
+                );
+                502
+            }
+        };
+        self.metrics.response(status);
         client.write_all(back).await?;
         Ok(!close)
     }

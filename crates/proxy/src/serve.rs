@@ -7,11 +7,16 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    time::Instant,
+};
 
 use lameduck_proxy::framing::head::MAX_HEAD_BYTES;
 
 use crate::{
+    app::AppConnections,
     detect::{self, Protocol},
     forward::Forwarder,
     lifecycle::Lifecycle,
@@ -19,20 +24,40 @@ use crate::{
     opaque,
     prefixed::Prefixed,
     relay::{Ended, Relay},
+    response_body::ProxyBody,
 };
 
 /// A client that sends nothing for this long may speak a server-first protocol: treat as opaque.
 const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// HTTP/2 limits, set here rather than left to hyper's and h2's defaults, which may change:
 /// Streams one HTTP/2 client may have open at once.
-const MAX_CONCURRENT_STREAMS: u32 = 256;
+const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Streams a client opened and reset before the proxy took them, at once; past it, GOAWAY
+/// (ENHANCE_YOUR_CALM). The rapid-reset guard (CVE-2023-44487); h2's own default.
+const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the proxy had to reset for a client's errors before it sends GOAWAY; hyper's default.
+const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// A request's header list, decoded, as for an HTTP/1 head: one that passes one path passes the
+/// other. h2 also derives from it how many CONTINUATION frames one header block may take (5 at
+/// 64 KiB), the CONTINUATION-flood guard.
+const H2_MAX_HEADER_LIST_SIZE: u32 = MAX_HEAD_BYTES as u32;
+/// What one client can make the proxy buffer: its request bodies up to the flow-control windows,
+/// and up to this much of each response it does not read.
+const H2_WINDOW: u32 = 1024 * 1024;
+const H2_MAX_SEND_BUF_SIZE: usize = 400 * 1024;
+/// A PING every so often finds a peer that went away without a word; one not answered within
+/// the timeout closes the connection.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Accept failures (such as running out of file descriptors) are logged at most this often.
 const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(5);
 /// What every connection on one listener shares.
 #[derive(Debug)]
 pub(crate) struct Listener {
     pub(crate) direction: Direction,
-    /// Inbound: the app, for opaque TCP. Outbound has no fixed destination.
-    pub(crate) target: Option<SocketAddr>,
+    /// Inbound: the app and its connection budget, for opaque TCP. Outbound has no fixed
+    /// destination.
+    pub(crate) target: Option<(SocketAddr, Arc<AppConnections>)>,
     pub(crate) forwarder: Arc<Forwarder>,
     /// Inbound: the HTTP/1 relay, which hands what it does not carry to `forwarder`.
     pub(crate) relay: Option<Relay>,
@@ -40,6 +65,97 @@ pub(crate) struct Listener {
     pub(crate) metrics: Arc<Metrics>,
     /// Slowloris guard: an HTTP/1 request head must arrive within this time.
     pub(crate) header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (inbound).
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Inbound: one permit per open connection (`--max-inbound-connections`).
+    pub(crate) connection_slots: Option<Arc<Semaphore>>,
+}
+
+/// The requests in flight on one connection served by hyper, and since when there has been none,
+/// for the idle timeout. A request counts until its response body has been sent.
+#[derive(Debug)]
+struct Activity(watch::Sender<ActivityState>);
+
+#[derive(Clone, Copy, Debug)]
+struct ActivityState {
+    in_flight: usize,
+    idle_since: Instant,
+}
+
+/// Counts a request in flight until dropped (with the response body it is moved into).
+#[derive(Debug)]
+struct Active(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self(watch::Sender::new(ActivityState { in_flight: 0, idle_since: Instant::now() })))
+    }
+
+    fn start(self: &Arc<Self>) -> Active {
+        // Watchers are woken only when the connection stops or starts being idle.
+        self.0.send_if_modified(|state| {
+            state.in_flight += 1;
+            state.in_flight == 1
+        });
+        Active(Arc::clone(self))
+    }
+
+    /// Resolves once no request has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        let mut rx = self.0.subscribe();
+        loop {
+            let since = rx.wait_for(|state| state.in_flight == 0).await.map(|state| state.idle_since);
+            let Ok(since) = since else { return std::future::pending().await };
+            tokio::select! {
+                () = tokio::time::sleep_until(since + timeout) => {
+                    let state = *rx.borrow();
+                    if state.in_flight == 0 && state.idle_since == since {
+                        return;
+                    }
+                }
+                _ = rx.changed() => {}
+            }
+        }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.0.send_if_modified(|state| {
+            state.in_flight -= 1;
+            if state.in_flight == 0 {
+                state.idle_since = Instant::now();
+            }
+            state.in_flight == 0
+        });
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it has been sent.
+#[derive(Debug)]
+struct Tracked {
+    body: ProxyBody,
+    _active: Active,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Decrements a gauge when the connection ends, however it ends.
@@ -60,10 +176,7 @@ impl Listener {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        tokio::spawn(Arc::clone(&self).serve(stream));
-                    }
+                    Ok((stream, _peer)) => Arc::clone(&self).admit(stream),
                     Err(err) => {
                         // Out of file descriptors and the like: pause instead of spinning, and
                         // say so once every few seconds rather than on every retry.
@@ -85,8 +198,7 @@ impl Listener {
                             biased;
                             accepted = listener.accept() => match accepted {
                                 Ok((stream, _peer)) => {
-                                    let _ = stream.set_nodelay(true);
-                                    tokio::spawn(Arc::clone(&self).serve(stream));
+                                    Arc::clone(&self).admit(stream);
                                     backlog += 1;
                                 }
                                 Err(_) => break,
@@ -102,7 +214,35 @@ impl Listener {
         }
     }
 
-    async fn serve(self: Arc<Self>, stream: TcpStream) {
+    /// Serves an accepted connection, or closes it at once when `--max-inbound-connections` are
+    /// already open. Closing rather than leaving it in the backlog is what Envoy does past a
+    /// listener's connection limit (`downstream_cx_overflow`), and what a meshed client's proxy
+    /// handles best: it sees a failed connection at once and tries another endpoint, where a
+    /// connection left in the backlog would look established and hang until its request timed
+    /// out.
+    fn admit(self: Arc<Self>, stream: TcpStream) {
+        let permit = match &self.connection_slots {
+            Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    self.metrics
+                        .refused
+                        .with_label_values(&[self.direction.as_str(), "connection-limit"])
+                        .inc();
+                    tracing::debug!(
+                        direction = self.direction.as_str(),
+                        "--max-inbound-connections are open; closing a new one"
+                    );
+                    return;
+                }
+            },
+            None => None,
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(self.serve(stream, permit));
+    }
+
+    async fn serve(self: Arc<Self>, stream: TcpStream, _permit: Option<OwnedSemaphorePermit>) {
         let _open = self.lifecycle.open();
         let direction = self.direction.as_str();
         let gauge = self.metrics.open_connections.with_label_values(&[direction]);
@@ -121,7 +261,23 @@ impl Listener {
         self.metrics.connections.with_label_values(&[direction, protocol.as_str()]).inc();
 
         let forwarder = Arc::clone(&self.forwarder);
-        let service = service_fn(move |req| Arc::clone(&forwarder).handle(req));
+        let activity = Activity::new();
+        let tracker = Arc::clone(&activity);
+        let service = service_fn(move |req| {
+            let active = tracker.start();
+            let forwarder = Arc::clone(&forwarder);
+            async move {
+                let response = forwarder.handle(req).await?;
+                Ok::<_, std::convert::Infallible>(response.map(|body| Tracked { body, _active: active }))
+            }
+        });
+        // Never resolves without an idle timeout (outbound: the app's own connections).
+        let idle = async {
+            match self.idle_timeout {
+                Some(timeout) => activity.idle_for(timeout).await,
+                None => std::future::pending().await,
+            }
+        };
         match protocol {
             Protocol::Http1 => {
                 let mut stream = stream;
@@ -153,21 +309,39 @@ impl Listener {
                 // rather than a graceful shutdown, which would close it before its first request.
                 let graceful = (!accepted_while_draining)
                     .then_some(|conn: Pin<&mut http1::UpgradeableConnection<_, _>>| conn.graceful_shutdown());
-                self.drive(conn, graceful, self.lifecycle.linger_over()).await;
+                self.drive(conn, graceful, first(self.lifecycle.linger_over(), idle)).await;
             }
             Protocol::Http2 => {
                 let conn = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
-                    .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                    .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+                    .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+                    .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+                    .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
+                    .initial_stream_window_size(H2_WINDOW)
+                    .initial_connection_window_size(H2_WINDOW)
+                    .max_send_buf_size(H2_MAX_SEND_BUF_SIZE)
+                    .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+                    .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service);
                 // GOAWAY: open streams finish, new ones go to another connection.
+                // Idle: GOAWAY too, so a request racing the close is refused unprocessed and the
+                // client sends it again on a new connection.
                 let graceful = Some(|conn: Pin<&mut http2::Connection<_, _, _>>| conn.graceful_shutdown());
-                self.drive(conn, graceful, self.lifecycle.draining()).await;
+                self.drive(conn, graceful, first(self.lifecycle.draining(), idle)).await;
             }
             Protocol::Opaque => {
-                match self.target {
-                    Some(target) => {
-                        opaque::forward(stream, target, self.direction, &self.lifecycle, &self.metrics).await;
+                match &self.target {
+                    Some((target, slots)) => {
+                        opaque::forward(
+                            stream,
+                            *target,
+                            slots,
+                            self.direction,
+                            &self.lifecycle,
+                            &self.metrics,
+                        )
+                        .await;
                     }
                     None => {
                         // Outbound has no destination for raw TCP: the app must use CONNECT.
@@ -211,5 +385,13 @@ impl Listener {
                 }
             }
         }
+    }
+}
+
+/// Resolves when either future does.
+async fn first(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+    tokio::select! {
+        () = a => {}
+        () = b => {}
     }
 }

@@ -144,10 +144,20 @@ async fn connect_to_nothing_is_a_502_not_a_broken_tunnel() {
 /// Two requests at once from an HTTP/2 client, which the proxy multiplexes onto one app
 /// connection; the app answers the first and treats the second as `second` says.
 async fn two_h2_requests(second: SecondStream) -> (H2App, Vec<u16>) {
+    two_h2_requests_of(http::Method::GET, second).await
+}
+
+/// [`two_h2_requests`] with two bodyless requests of `method`.
+async fn two_h2_requests_of(method: http::Method, second: SecondStream) -> (H2App, Vec<u16>) {
     let app = H2App::start(second).await;
     let proxy = Proxy::start(app.addr, &[]).await;
     let client = H2::connect(proxy.inbound).await;
-    let both = async { tokio::join!(client.status("/a"), client.status("/b")) };
+    let both = async {
+        tokio::join!(
+            client.status_of(method.clone(), "app", "/a"),
+            client.status_of(method.clone(), "app", "/b")
+        )
+    };
     let (a, b) = tokio::time::timeout(5 * SECOND, both).await.expect("both requests are answered");
     let mut statuses = vec![a, b];
     statuses.sort_unstable();
@@ -175,6 +185,17 @@ async fn an_h2_request_the_app_may_have_processed_is_not_sent_again() {
         let (app, statuses) = two_h2_requests(second).await;
         assert_eq!(statuses, [200, 502], "{second:?}: a request the app may have acted on is not replayed");
         assert_eq!(app.requests(), [2], "{second:?}: nothing reached the app twice");
+    }
+}
+
+/// RFC 9113 would allow it, but a request that is not idempotent is never sent twice: docs/security.md
+/// promises so, and the HTTP/1 relay does the same.
+#[tokio::test]
+async fn a_bodyless_h2_post_left_out_of_the_apps_goaway_is_a_502_not_sent_again() {
+    for second in [SecondStream::GoawayAfterFirst, SecondStream::Reset(REFUSED_STREAM)] {
+        let (app, statuses) = two_h2_requests_of(http::Method::POST, second).await;
+        assert_eq!(statuses, [200, 502], "{second:?}: the POST is answered 502");
+        assert_eq!(app.requests(), [2], "{second:?}: no POST reached the app a second time");
     }
 }
 

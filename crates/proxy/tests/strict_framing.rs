@@ -283,3 +283,50 @@ async fn an_idempotent_request_without_a_body_is_sent_again_on_a_new_connection(
     assert_eq!(connections.len(), 2, "{connections:?}");
     assert!(connections[1].requests[0].starts_with(b"GET /again "), "{connections:?}");
 }
+
+/// A method outside the common few, or a lowercase one (methods are case-sensitive tokens, so
+/// `get` is a method of its own), starts an HTTP/1 request like any other: its framing is
+/// checked, and a smuggling-style head is refused rather than tunnelled to the app as opaque TCP.
+#[tokio::test]
+async fn any_token_method_is_checked_as_http_not_tunnelled() {
+    let app = RecordingApp::start(|_, _| Reply::Answer(OK)).await;
+    let proxy = Proxy::start(app.addr, &[]).await;
+    for method in ["PROPFIND", "get", "M-SEARCH"] {
+        let raw = format!(
+            "{method} / HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n"
+        );
+        let (answer, closed) = raw_exchange(proxy.inbound, raw.as_bytes(), 5 * SECOND).await;
+        assert!(!answer.is_empty(), "{method}: no answer");
+        assert_eq!(status(&answer), 400, "{method}: {}", String::from_utf8_lossy(&answer));
+        assert!(closed, "{method}: the connection must close after a 400");
+    }
+    assert!(app.all_bytes().is_empty(), "{:?}", String::from_utf8_lossy(&app.all_bytes()));
+    // A valid one is relayed as HTTP: the app gets the relay's rewritten head (hop-by-hop
+    // headers dropped), which a tunnel would not have done.
+    let raw = "PROPFIND /dav HTTP/1.1\r\nHost: app\r\nConnection: x-hop\r\nX-Hop: 1\r\nDepth: 0\r\n\r\n";
+    let mut client = TcpStream::connect(proxy.inbound).await.unwrap();
+    client.write_all(raw.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut client).await, (200, "ok".to_owned()));
+    assert_eq!(
+        String::from_utf8_lossy(&app.all_bytes()),
+        "PROPFIND /dav HTTP/1.1\r\nHost: app\r\nDepth: 0\r\n\r\n"
+    );
+}
+
+/// A client that sent the start of a request line and then stalls is HTTP/1, bounded by the
+/// header read timeout, not an opaque tunnel that would carry the rest unchecked.
+#[tokio::test]
+async fn a_request_line_that_stalls_past_detection_is_still_checked() {
+    let app = RecordingApp::start(|_, _| Reply::Answer(OK)).await;
+    let proxy = Proxy::start(app.addr, &[]).await;
+    let mut client = TcpStream::connect(proxy.inbound).await.unwrap();
+    client.write_all(b"POS").await.unwrap();
+    // Past the 1 s the proxy waits for a connection's first bytes to decide.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let raw = "T / HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    client.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(5 * SECOND, client.read_to_end(&mut answer)).await.unwrap().unwrap();
+    assert_eq!(status(&answer), 400, "{}", String::from_utf8_lossy(&answer));
+    assert!(app.all_bytes().is_empty(), "{:?}", String::from_utf8_lossy(&app.all_bytes()));
+}

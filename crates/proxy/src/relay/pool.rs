@@ -4,22 +4,32 @@ use std::{
     collections::VecDeque,
     io,
     net::SocketAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
+use crate::app::{AppConnections, IdleConnections, LimitReached, Slot};
+
 /// Read buffer of an upstream connection, kept with it: responses are read without an
 /// allocation per exchange, and the pool's bound keeps the total bounded.
 const READ_BUFFER: usize = 8 * 1024;
 
-/// A connection to the app and its read buffer.
+/// A connection to the app, its read buffer, and its slot of the app connection budget.
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) stream: TcpStream,
     pub(crate) buf: BytesMut,
+    _slot: Slot,
+}
+
+/// Why no connection could be had.
+#[derive(Debug)]
+pub(crate) enum CheckoutError {
+    Limit(LimitReached),
+    Connect(io::Error),
 }
 
 /// A bounded stack of idle upstream connections to one address.
@@ -30,6 +40,7 @@ pub(crate) struct Pool {
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    slots: Arc<AppConnections>,
 }
 
 /// A connection from the pool or a new one; a reused one may turn out closed by the app.
@@ -44,8 +55,9 @@ impl Pool {
         max_idle: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
+        slots: Arc<AppConnections>,
     ) -> Self {
-        Self { target, idle: Mutex::new(VecDeque::new()), max_idle, idle_timeout, connect_timeout }
+        Self { target, idle: Mutex::new(VecDeque::new()), max_idle, idle_timeout, connect_timeout, slots }
     }
 
     pub(crate) const fn target(&self) -> SocketAddr {
@@ -53,7 +65,7 @@ impl Pool {
     }
 
     /// The newest idle connection that still looks open, else a new one.
-    pub(crate) async fn checkout(&self, allow_reuse: bool) -> io::Result<Checkout> {
+    pub(crate) async fn checkout(&self, allow_reuse: bool) -> Result<Checkout, CheckoutError> {
         if allow_reuse {
             while let Some(upstream) = self.pop() {
                 // Readable with no request outstanding means the app closed it (or sent junk).
@@ -65,12 +77,15 @@ impl Pool {
                 }
             }
         }
+        let slot = self.slots.take().map_err(CheckoutError::Limit)?;
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.target))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+            .and_then(|connected| connected)
+            .map_err(CheckoutError::Connect)?;
+        let _ = stream.set_nodelay(true);
         Ok(Checkout {
-            upstream: Upstream { stream, buf: BytesMut::with_capacity(READ_BUFFER) },
+            upstream: Upstream { stream, buf: BytesMut::with_capacity(READ_BUFFER), _slot: slot },
             reused: false,
         })
     }
@@ -98,5 +113,12 @@ impl Pool {
             idle.pop_front();
         }
         idle.push_back((upstream, now));
+    }
+}
+
+impl IdleConnections for Pool {
+    fn close_oldest(&self) -> bool {
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        idle.pop_front().is_some()
     }
 }

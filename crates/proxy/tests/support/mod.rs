@@ -223,9 +223,31 @@ impl H2 {
 
     /// The status a GET of `http://app{path}` gets; 0 when the request fails.
     pub async fn status(&self, path: &str) -> u16 {
-        let request = Request::get(format!("http://app{path}")).body(Empty::<Bytes>::new()).unwrap();
+        self.status_of(http::Method::GET, "app", path).await
+    }
+
+    /// The status a bodyless `method` of `http://{authority}{path}` gets; 0 when it fails.
+    pub async fn status_of(&self, method: http::Method, authority: &str, path: &str) -> u16 {
+        self.send(method, authority, path).await.map(|(status, _)| status).unwrap_or(0)
+    }
+
+    /// A bodyless `method` of `http://{authority}{path}`: `(status, body)`.
+    pub async fn send(
+        &self,
+        method: http::Method,
+        authority: &str,
+        path: &str,
+    ) -> Result<(u16, String), String> {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{authority}{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
         let mut sender = self.sender.clone();
-        sender.send_request(request).await.map(|r| r.status().as_u16()).unwrap_or(0)
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 }
 
@@ -236,11 +258,13 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Requests that have reached the app (any path).
     pub received: Arc<AtomicUsize>,
+    /// Connections the app has accepted.
+    pub accepted: Arc<AtomicUsize>,
 }
 
 /// Accepts on a new loopback port and serves each connection with `serve` in a task of its own,
-/// passing it the counter returned here.
-async fn serve_each<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+/// passing it the counter returned here; the second counter counts connections.
+async fn serve_each<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>)
 where
     F: Fn(TcpStream, Arc<AtomicUsize>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -248,19 +272,22 @@ where
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&received);
+    let connections = Arc::clone(&accepted);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
+            connections.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(serve(stream, Arc::clone(&counter)));
         }
     });
-    (addr, received)
+    (addr, received, accepted)
 }
 
 impl Upstream {
     pub async fn start() -> Self {
-        let (addr, received) = serve_each(|stream, counter| async move {
+        let (addr, received, accepted) = serve_each(|stream, counter| async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 counter.fetch_add(1, Ordering::SeqCst);
                 app(req)
@@ -270,11 +297,15 @@ impl Upstream {
                 .await;
         })
         .await;
-        Self { addr, received }
+        Self { addr, received, accepted }
     }
 
     pub fn received(&self) -> usize {
         self.received.load(Ordering::SeqCst)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 
@@ -398,7 +429,7 @@ pub struct OneShotUpstream {
 
 impl OneShotUpstream {
     pub async fn start(response: &'static [u8]) -> Self {
-        let (addr, received) = serve_each(move |mut stream, counter| async move {
+        let (addr, received, _) = serve_each(move |mut stream, counter| async move {
             let mut head = Vec::new();
             let mut buf = [0u8; 1024];
             while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -666,7 +697,8 @@ impl H2App {
     }
 }
 
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+/// One HTTP/2 frame (RFC 9113 section 4.1), for clients and apps written frame by frame.
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
     let mut frame = len.to_be_bytes()[1..].to_vec();
     frame.extend([kind, flags]);
