@@ -1,5 +1,8 @@
 //! `lameduck-proxy`: a sidecar proxy that drains without dropping an accepted request.
 #![forbid(unsafe_code)]
+// Nothing a client or the app sends may panic the proxy: no unwrap or expect outside tests
+// (clippy.toml allows them there).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
 mod app;

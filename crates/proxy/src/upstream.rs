@@ -41,14 +41,9 @@ impl Connector {
         let mut inner = HttpConnector::new();
         inner.set_nodelay(true);
         inner.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let fixed = fixed.map(|addr| {
-            Uri::builder()
-                .scheme("http")
-                .authority(addr.to_string())
-                .path_and_query("/")
-                .build()
-                .expect("valid URI")
-        });
+        // A socket address always makes a valid authority; were it not to, requests would keep
+        // their own URI rather than panic.
+        let fixed = fixed.and_then(|addr| format!("http://{addr}/").parse::<Uri>().ok());
         Self { inner, fixed, slots }
     }
 }

@@ -566,7 +566,9 @@ impl fmt::Debug for ServedRequest {
 }
 
 thread_local! {
-    /// One runtime per thread: building one per input would cost more than the check.
+    /// One runtime per thread: building one per input would cost more than the check. (Test
+    /// and fuzzing code only.)
+    #[allow(clippy::expect_used)]
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
