@@ -60,21 +60,6 @@ fn bystander(proxy: &Proxy, stop: &Arc<AtomicBool>) -> tokio::task::JoinHandle<V
     })
 }
 
-/// Reads what the proxy sends until it closes the connection or `within` passes:
-/// `(bytes, closed)`.
-async fn read_until_closed(stream: &mut tokio::net::tcp::OwnedReadHalf, within: Duration) -> (Vec<u8>, bool) {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (out, true),
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => return (out, false),
-        }
-    }
-}
-
 /// CVE-2023-44487: streams opened and reset at once, as fast as the client can write them. The
 /// proxy answers with GOAWAY (ENHANCE_YOUR_CALM) and closes; another client is served throughout.
 #[tokio::test]

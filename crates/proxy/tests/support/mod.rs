@@ -486,8 +486,17 @@ pub async fn refused(addr: SocketAddr) -> bool {
 pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], within: Duration) -> (Vec<u8>, bool) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(bytes).await.unwrap();
+    read_until_closed(&mut stream, within).await
+}
+
+/// Reads what the peer sends until it closes the connection or `within` passes:
+/// `(bytes, closed)`.
+pub async fn read_until_closed<R>(stream: &mut R, within: Duration) -> (Vec<u8>, bool)
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
     let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
+    let mut buf = [0u8; 16 * 1024];
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
