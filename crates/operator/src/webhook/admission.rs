@@ -205,13 +205,15 @@ pub fn review_policy(
 
 /// Adds the review stamp to a policy the webhook allowed: `stamp(namespace, name, spec)` makes
 /// it. A policy that asks for a power cannot be admitted without one (no key yet, or no name to
-/// bind it to); one that asks for none is admitted as it is then.
+/// bind it to); one that asks for none is admitted as it is then. The warnings are left to the
+/// validating path, which reviews the same policy after every mutation: said once, not twice.
 pub fn stamp_policy(
     request: &AdmissionRequest<DynamicObject>,
-    response: AdmissionResponse,
-    verdict: Verdict,
+    mut response: AdmissionResponse,
     stamp: impl FnOnce(&str, &str, &lameduck_api::ShutdownPolicySpec) -> Option<String>,
 ) -> (AdmissionResponse, Verdict) {
+    response.warnings = None;
+    let verdict = Verdict::Unchanged;
     let Some(object) = request.object.as_ref() else { return (response, verdict) };
     let Ok(raw) = serde_json::to_value(object) else { return (response, verdict) };
     let Ok(policy) = serde_json::from_value::<ShutdownPolicy>(raw.clone()) else {
@@ -255,7 +257,7 @@ pub fn stamp_policy(
         return (response, verdict);
     }
     match response.clone().with_patch(patch) {
-        Ok(patched) => (patched, verdict),
+        Ok(patched) => (patched, Verdict::Mutated),
         Err(err) => refuse(response, &format!("cannot write the review stamp: {err}")),
     }
 }

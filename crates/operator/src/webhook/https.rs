@@ -149,9 +149,7 @@ pub async fn answer(
         // Reviewed and allowed: the stamp that lets the operator honour its power-bearing fields.
         match (response.allowed, path) {
             (true, names::MUTATE_POLICIES_PATH) => {
-                admission::stamp_policy(&request, response, verdict, |ns, name, spec| {
-                    knowledge.stamp(ns, name, spec)
-                })
+                admission::stamp_policy(&request, response, |ns, name, spec| knowledge.stamp(ns, name, spec))
             }
             _ => (response, verdict),
         }
