@@ -24,7 +24,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Config as ControllerConfig,
-        predicates,
         reflector::{self, ObjectRef},
         watcher,
     },
@@ -279,14 +278,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .reflect(pod_writer)
             .inspect(synced_when_listed(pods_synced.clone()))
             .applied_objects();
-        // Status writes do not change the generation: only spec changes re-trigger the pods.
+        // Status writes change neither: only spec changes and new review stamps re-trigger the
+        // pods.
         let policies = watcher(policies_api, with_fields(watcher::Config::default(), &excluded))
             .default_backoff()
             .modify(|p| p.managed_fields_mut().clear())
             .reflect(policy_writer)
             .inspect(synced_when_listed(policies_synced.clone()))
             .applied_objects()
-            .predicate_filter(predicates::generation, Default::default());
+            .predicate_filter(review::pods_care_about, Default::default());
         let books = Arc::new(Bookkeeping::default());
         let ctx = Arc::new(Context::new(
             client.clone(),

@@ -11,10 +11,13 @@
 //! webhook, makes no call (`Ready=False`, reason `NotReviewed`); one that asks for no power
 //! needs no stamp.
 
-use std::sync::{PoisonError, RwLock};
+use std::{
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::{PoisonError, RwLock},
+};
 
 use lameduck_api::{
-    ShutdownPolicySpec,
+    ShutdownPolicy, ShutdownPolicySpec,
     names::annotations,
     powers::{requested, review_message},
 };
@@ -164,14 +167,24 @@ impl PolicyReview {
             reason: NOT_REVIEWED_REASON,
             condition: NOT_REVIEWED,
             message: format!(
-                "{}: {why}, so lameduck does not use the powers it asks for: {}; apply the policy again \
-                 (or `kubectl annotate shutdownpolicy {name} {}-`) with the webhook running, as an author who holds them",
+                "{}: {why}, so lameduck does not use the powers it asks for: {}; write the policy again \
+                 (any change, e.g. `kubectl annotate --overwrite shutdownpolicy {name} reviewed-at=now`) with the \
+                 webhook running, as an author who holds them",
                 first.field,
                 fields.join(", "),
-                annotations::POLICY_REVIEW,
             ),
         })
     }
+}
+
+/// What of a policy, when it changes, makes the operator look at its pods again: its spec (the
+/// generation) and its review stamp. A policy reviewed again after it was stored without the
+/// webhook changes only its stamp, and its pods must not wait for a change of their own.
+pub fn pods_care_about(policy: &ShutdownPolicy) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    policy.metadata.generation.hash(&mut hasher);
+    policy.metadata.annotations.as_ref().and_then(|a| a.get(annotations::POLICY_REVIEW)).hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// The `Ready` condition's reason for a policy the operator will not honour unreviewed.
@@ -232,6 +245,29 @@ mod tests {
             panic!("without a webhook nothing is reviewed")
         };
         assert!(never.message.contains("--webhook-addr"), "{}", never.message);
+    }
+
+    #[test]
+    fn a_new_stamp_or_spec_wakes_the_pods_and_a_status_write_does_not() {
+        let policy = |generation: i64, stamp: Option<&str>| -> ShutdownPolicy {
+            let mut policy: ShutdownPolicy = serde_json::from_value(serde_json::json!({
+                "apiVersion": "lameduck.io/v1alpha1", "kind": "ShutdownPolicy",
+                "metadata": {"name": "p", "namespace": "shop", "generation": generation}, "spec": {},
+            }))
+            .unwrap();
+            if let Some(stamp) = stamp {
+                policy.metadata.annotations =
+                    Some([(annotations::POLICY_REVIEW.to_owned(), stamp.to_owned())].into());
+            }
+            policy
+        };
+        let stored = pods_care_about(&policy(1, None));
+        assert_ne!(stored, pods_care_about(&policy(1, Some("v1:00"))), "reviewed again");
+        assert_ne!(stored, pods_care_about(&policy(2, None)), "its spec changed");
+        let mut with_status = policy(1, None);
+        with_status.status =
+            Some(lameduck_api::ShutdownPolicyStatus { matched_pods: 3, ..Default::default() });
+        assert_eq!(stored, pods_care_about(&with_status), "a status write");
     }
 
     #[test]

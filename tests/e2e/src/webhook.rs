@@ -27,6 +27,8 @@ pub struct Webhook {
     /// Name of both configurations and of the ClusterRole and its binding.
     pub name: String,
     pub port: u16,
+    /// The test's namespace, the only one whose objects are sent to the webhook.
+    namespace: String,
 }
 
 async fn create<K>(client: &Client, object: serde_json::Value) -> K
@@ -54,10 +56,34 @@ impl Webhook {
         let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port();
         let name = format!("lameduck-{}", ns.name);
         let client = ns.client.clone();
-        let scope = json!({"matchLabels": {"kubernetes.io/metadata.name": ns.name}});
+        let hook = Self { client: client.clone(), name: name.clone(), port, namespace: ns.name.clone() };
+        hook.attach().await;
+        let mut rules = rules_from("webhook-configurations.yaml");
+        for rule in &mut rules {
+            rule.resource_names = Some(vec![name.clone()]);
+        }
+        // The validating webhook asks the API server about each policy's author.
+        rules.extend(rules_from("subject-access-reviews.yaml"));
+        let _: ClusterRole = create(&client, json!({"metadata": {"name": name}, "rules": rules})).await;
+        let _: ClusterRoleBinding = create(
+            &client,
+            json!({
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": ns.name}],
+            }),
+        )
+        .await;
+        hook
+    }
+
+    /// Creates the two configurations (again, after [`Webhook::detach`]), pointing at the port.
+    pub async fn attach(&self) {
+        let (client, name, port) = (&self.client, &self.name, self.port);
+        let scope = json!({"matchLabels": {"kubernetes.io/metadata.name": self.namespace}});
         let url = |path: &str| format!("https://127.0.0.1:{port}{path}");
         let _: MutatingWebhookConfiguration = create(
-            &client,
+            client,
             json!({
                 "metadata": {"name": name},
                 "webhooks": [{
@@ -91,7 +117,7 @@ impl Webhook {
         )
         .await;
         let _: ValidatingWebhookConfiguration = create(
-            &client,
+            client,
             json!({
                 "metadata": {"name": name},
                 "webhooks": [{
@@ -109,23 +135,14 @@ impl Webhook {
             }),
         )
         .await;
-        let mut rules = rules_from("webhook-configurations.yaml");
-        for rule in &mut rules {
-            rule.resource_names = Some(vec![name.clone()]);
-        }
-        // The validating webhook asks the API server about each policy's author.
-        rules.extend(rules_from("subject-access-reviews.yaml"));
-        let _: ClusterRole = create(&client, json!({"metadata": {"name": name}, "rules": rules})).await;
-        let _: ClusterRoleBinding = create(
-            &client,
-            json!({
-                "metadata": {"name": name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-                "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": ns.name}],
-            }),
-        )
-        .await;
-        Self { client, name, port }
+    }
+
+    /// Deletes the two configurations, as a webhook removed from the cluster: the API server
+    /// then calls nothing. The RBAC stays, so that [`Webhook::attach`] can bring them back.
+    pub async fn detach(&self) {
+        let dp = DeleteParams::default();
+        let _ = Api::<MutatingWebhookConfiguration>::all(self.client.clone()).delete(&self.name, &dp).await;
+        let _ = Api::<ValidatingWebhookConfiguration>::all(self.client.clone()).delete(&self.name, &dp).await;
     }
 
     /// The operator flags that serve this webhook.
@@ -167,9 +184,8 @@ impl Webhook {
 
     /// Deletes the cluster-scoped objects.
     pub async fn remove(self) {
+        self.detach().await;
         let dp = DeleteParams::default();
-        let _ = Api::<MutatingWebhookConfiguration>::all(self.client.clone()).delete(&self.name, &dp).await;
-        let _ = Api::<ValidatingWebhookConfiguration>::all(self.client.clone()).delete(&self.name, &dp).await;
         let _ = Api::<ClusterRoleBinding>::all(self.client.clone()).delete(&self.name, &dp).await;
         let _ = Api::<ClusterRole>::all(self.client.clone()).delete(&self.name, &dp).await;
     }

@@ -323,7 +323,12 @@ async fn the_operator_honours_powers_only_on_a_policy_the_webhook_reviewed() {
     let ns = TestNamespace::new("guard").await;
     let hook = Webhook::install(&ns).await;
     let author = policy_author(&ns);
-    let operator = operator_with_webhook(&ns, &hook, "op-guard").await;
+    // The CA goes back into re-created configurations within seconds.
+    let mut args = hook.operator_args();
+    args.extend(["--webhook-cert-check-interval".to_owned(), "2s".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let operator = Operator::start(&ns, "op-guard", &args).await;
+    hook.wait_for_ca_bundles().await;
     let policies: Api<ShutdownPolicy> = ns.api();
     let jobs: Api<Job> = ns.api();
 
@@ -340,7 +345,7 @@ async fn the_operator_honours_powers_only_on_a_policy_the_webhook_reviewed() {
     // The webhook removed (its configurations deleted): the author, who may not add ephemeral
     // containers, stores the same kind of policy for another Job. It carries no stamp, so the
     // operator lends them nothing: Ready=False (NotReviewed) and no call in their pod.
-    hook.remove().await;
+    hook.detach().await;
     let (ok, out) = kubectl_apply_as(&ns, &signal_worker("unreviewed", "stuck"), Some(&author));
     assert!(ok, "{out}");
     let _: Job = ns.create(job("stuck", 2, json!({"containers": [worker()]}))).await;
@@ -378,6 +383,24 @@ async fn the_operator_honours_powers_only_on_a_policy_the_webhook_reviewed() {
     )
     .await;
     assert_eq!(operator.metric(r#"lameduck_policies_refused{reason="not_reviewed"}"#).await, Some(1.0));
+
+    // The webhook back, the policy written again by someone who holds the right: reviewed,
+    // stamped, and the pod that waited is finished (a new stamp alone wakes its pods).
+    hook.attach().await;
+    hook.wait_for_ca_bundles().await;
+    let touched = Command::new("kubectl")
+        .args(["annotate", "--overwrite", "-n", &ns.name, "shutdownpolicy", "unreviewed", "reviewed-at=now"])
+        .output()
+        .expect("kubectl on PATH");
+    assert!(touched.status.success(), "{}", String::from_utf8_lossy(&touched.stderr));
+    let stamped = policies.get("unreviewed").await.unwrap();
+    assert!(stamped.annotations().contains_key(annotations::POLICY_REVIEW), "not stamped on review");
+    ns.wait_for(&jobs, "stuck", "the re-reviewed policy's Job to complete", 2 * MINUTE, |j: Option<&Job>| {
+        job_complete(j)
+    })
+    .await;
+    assert_eq!(exit_code(&job_pod(&ns, "stuck").await, "worker"), Some(0));
+    hook.remove().await;
     ns.finish().await;
 }
 
