@@ -78,12 +78,50 @@ pub fn chart_flags(system: &str, work: &str, sets: &[&str]) -> Vec<String> {
     flags
 }
 
-/// `helm install RELEASE CHART` with [`chart_flags`]; returns helm's output.
+/// `helm install RELEASE CHART` with [`chart_flags`]; returns helm's output. Then waits until
+/// the API server trusts the webhook for policies in `work`: its policy webhooks fail closed, and
+/// `--wait` sees the operator ready a moment before the API server has its CA, as a user who
+/// applies a policy at once might.
 pub fn install_chart(release: &str, system: &str, work: &str, sets: &[&str]) -> String {
     let flags = chart_flags(system, work, sets);
     let args: Vec<&str> =
         ["install", release, "CHART"].into_iter().chain(flags.iter().map(String::as_str)).collect();
-    helm(&args)
+    let out = helm(&args);
+    if !sets.contains(&"webhook.enabled=false") {
+        wait_for_policy_admission(work);
+    }
+    out
+}
+
+/// Waits (a minute at most) until a ShutdownPolicy can be created in `namespace`: a server-side
+/// dry run, which goes through every admission webhook and stores nothing.
+pub fn wait_for_policy_admission(namespace: &str) {
+    let policy = r#"{"apiVersion": "lameduck.io/v1alpha1", "kind": "ShutdownPolicy",
+                     "metadata": {"name": "admission-probe"}, "spec": {}}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut child = std::process::Command::new("kubectl")
+            .args(["create", "--dry-run=server", "-n", namespace, "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl on PATH (source tests/cluster/env.sh)");
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            let _ = stdin.write_all(policy.as_bytes());
+        }
+        let out = child.wait_with_output().expect("kubectl ran");
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the webhook still refuses policies in {namespace} a minute after install: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Installs (or updates) this checkout's CRD as `lameduck crds | kubectl apply --server-side`

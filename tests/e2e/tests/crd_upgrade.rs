@@ -211,6 +211,8 @@ async fn helm_upgrade_from_the_previous_release_upgrades_the_crd_and_keeps_polic
     let started = Instant::now();
     run("helm", &[&["upgrade", &release, &current][..], &values].concat());
     println!("helm upgrade --wait: {:.1}s", started.elapsed().as_secs_f64());
+    // The upgrade adds the policy-stamping webhook, whose CA the operator patches in.
+    lameduck_e2e::wait_for_policy_admission(&work.name);
 
     // The new operator applied this release's CRD (the previous one has no version annotation).
     let ours = chart_app_version();
