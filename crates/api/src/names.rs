@@ -74,6 +74,9 @@ pub mod env {
     pub const PROXY_SETTINGS_POLL_INTERVAL: &str = "LAMEDUCK_PROXY_SETTINGS_POLL_INTERVAL";
     /// `lameduck-proxy --header-read-timeout`: slowloris guard for HTTP/1 request heads.
     pub const PROXY_HEADER_READ_TIMEOUT: &str = "LAMEDUCK_PROXY_HEADER_READ_TIMEOUT";
+    pub const PROXY_MAX_APP_CONNECTIONS: &str = "LAMEDUCK_PROXY_MAX_APP_CONNECTIONS";
+    pub const PROXY_INBOUND_IDLE_TIMEOUT: &str = "LAMEDUCK_PROXY_INBOUND_IDLE_TIMEOUT";
+    pub const PROXY_MAX_INBOUND_CONNECTIONS: &str = "LAMEDUCK_PROXY_MAX_INBOUND_CONNECTIONS";
     /// `lameduck-proxy --cores`: worker threads, like Linkerd's `LINKERD2_PROXY_CORES`.
     pub const PROXY_CORES: &str = "LAMEDUCK_PROXY_CORES";
     /// `lameduck-proxy --log-format`: `plain` or `json`.

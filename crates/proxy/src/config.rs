@@ -59,14 +59,14 @@ pub(crate) struct RunArgs {
     pub(crate) header_read_timeout: String,
     /// Connections to the app open at once, all kinds together (HTTP/1, HTTP/2, opaque TCP):
     /// past it, a request that needs a new one gets a 503 from the proxy.
-    #[arg(long, env = ENV_MAX_APP_CONNECTIONS, default_value = "1024", value_name = "N")]
+    #[arg(long, env = env::PROXY_MAX_APP_CONNECTIONS, default_value = "1024", value_name = "N")]
     pub(crate) max_app_connections: String,
     /// An inbound HTTP/1 keep-alive connection waiting for its next request, or an HTTP/2
     /// connection with no request open, is closed after this long (HTTP/2: with GOAWAY).
-    #[arg(long, env = ENV_INBOUND_IDLE_TIMEOUT, default_value = "10m", value_name = "DURATION")]
+    #[arg(long, env = env::PROXY_INBOUND_IDLE_TIMEOUT, default_value = "10m", value_name = "DURATION")]
     pub(crate) inbound_idle_timeout: String,
     /// Inbound connections open at once; one past it is accepted and closed at once.
-    #[arg(long, env = ENV_MAX_INBOUND_CONNECTIONS, default_value = "10000", value_name = "N")]
+    #[arg(long, env = env::PROXY_MAX_INBOUND_CONNECTIONS, default_value = "10000", value_name = "N")]
     pub(crate) max_inbound_connections: String,
     /// Worker threads: 1 runs everything on one thread, like one nginx worker; more use tokio's
     /// multi-thread scheduler.
@@ -79,15 +79,6 @@ pub(crate) struct RunArgs {
     #[arg(long, env = env::PROXY_LOG_LEVEL, default_value = "info", value_name = "FILTER")]
     pub(crate) log_level: String,
 }
-
-// The names of the flags below live here rather than in `lameduck_api::names::env` because the
-// operator and the chart do not set them; move them there when one does.
-/// `--max-app-connections`.
-const ENV_MAX_APP_CONNECTIONS: &str = "LAMEDUCK_PROXY_MAX_APP_CONNECTIONS";
-/// `--inbound-idle-timeout`.
-const ENV_INBOUND_IDLE_TIMEOUT: &str = "LAMEDUCK_PROXY_INBOUND_IDLE_TIMEOUT";
-/// `--max-inbound-connections`.
-const ENV_MAX_INBOUND_CONNECTIONS: &str = "LAMEDUCK_PROXY_MAX_INBOUND_CONNECTIONS";
 
 /// More worker threads than this is a typo rather than a sidecar's size.
 const MAX_CORES: usize = 64;
@@ -162,11 +153,11 @@ impl RunArgs {
         let header_read_timeout =
             duration("header-read-timeout", env::PROXY_HEADER_READ_TIMEOUT, &self.header_read_timeout);
         let inbound_idle_timeout =
-            duration("inbound-idle-timeout", ENV_INBOUND_IDLE_TIMEOUT, &self.inbound_idle_timeout);
+            duration("inbound-idle-timeout", env::PROXY_INBOUND_IDLE_TIMEOUT, &self.inbound_idle_timeout);
         for (flag, var, value) in [
             ("settings-poll-interval", env::PROXY_SETTINGS_POLL_INTERVAL, settings_poll_interval),
             ("header-read-timeout", env::PROXY_HEADER_READ_TIMEOUT, header_read_timeout),
-            ("inbound-idle-timeout", ENV_INBOUND_IDLE_TIMEOUT, inbound_idle_timeout),
+            ("inbound-idle-timeout", env::PROXY_INBOUND_IDLE_TIMEOUT, inbound_idle_timeout),
         ] {
             if value.is_zero() && !errors.iter().any(|e| e.contains(flag)) {
                 errors.push(format!("--{flag} ({var}): must be longer than 0s"));
@@ -212,9 +203,12 @@ impl RunArgs {
             }
         };
         let max_app_connections =
-            count("max-app-connections", ENV_MAX_APP_CONNECTIONS, &self.max_app_connections);
-        let max_inbound_connections =
-            count("max-inbound-connections", ENV_MAX_INBOUND_CONNECTIONS, &self.max_inbound_connections);
+            count("max-app-connections", env::PROXY_MAX_APP_CONNECTIONS, &self.max_app_connections);
+        let max_inbound_connections = count(
+            "max-inbound-connections",
+            env::PROXY_MAX_INBOUND_CONNECTIONS,
+            &self.max_inbound_connections,
+        );
         let cores = match self.cores.trim().parse::<usize>() {
             Ok(n) if (1..=MAX_CORES).contains(&n) => n,
             _ => {
